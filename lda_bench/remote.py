@@ -1,0 +1,362 @@
+"""Policies over the network, speaking the wire protocol of GR00T's policy server.
+
+Speaking GR00T's protocol means a GR00T server can be benchmarked as it is, and a policy served by
+`lda-bench serve` can be driven by GR00T's own rollout client. The protocol, as in Isaac-GR00T's
+`gr00t/eval/service.py` (N1.5) and `gr00t/policy/server_client.py` (N1.6):
+
+- ZeroMQ REQ/REP. A request is a msgpack map `{"endpoint": name, "data": ..., "api_token": ...}` (`data`
+  only for endpoints that take input, `api_token` only when set). numpy arrays travel as maps
+  `{"__ndarray_class__": True, "as_npy": <np.save bytes>}`. A failed request is answered
+  `{"error": message}`; a wrong token gets `{"error": "Unauthorized: Invalid API token"}`.
+- Endpoints: `ping`, `kill`, `get_action`, `get_modality_config`, and since N1.6 `reset`.
+- Observations are batched with a time axis: video (B, T, H, W, C) uint8, state (B, T, D) float32,
+  language a list of B strings; actions come back as (B, T, D) per key.
+- N1.5: `get_action`'s data is the observation and the reply is the action dict.
+  N1.6: the data is `{"observation": obs, "options": ...}` and the reply is `[action dict, info dict]`.
+  Servers that wrap their policy for GR00T's simulators name actions `action.left_arm`; bare policies
+  name them `left_arm`. The client here accepts both.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import logging
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from lda_bench.policy import (CHUNK_KEYS, LANGUAGE_KEY, VIDEO_KEY, InvalidChunkError, Policy, make_policy,
+                              register_policy, validate_chunk)
+from tasks.robot import ACTION_DIMS, ACTION_KEYS
+
+log = logging.getLogger(__name__)
+
+ARRAY_TAG = "__ndarray_class__"
+MODALITY_CONFIG_TAG = "__ModalityConfig_class__"
+UNAUTHORIZED = "Unauthorized: Invalid API token"
+UNKNOWN_ENDPOINT = "Unknown endpoint"
+
+
+# --- messages ---------------------------------------------------------------------------------------
+
+def pack(message: Any) -> bytes:
+    """Encode a message as GR00T's servers do: msgpack, with numpy arrays as tagged `np.save` bytes."""
+    return msgpack.packb(message, default=_encode)
+
+
+def unpack(payload: bytes) -> Any:
+    """Decode a message; tagged arrays become numpy arrays, tagged modality configs plain dicts."""
+    return msgpack.unpackb(payload, object_hook=_decode)
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        buffer = io.BytesIO()
+        np.save(buffer, obj, allow_pickle=False)
+        return {ARRAY_TAG: True, "as_npy": buffer.getvalue()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot send a {type(obj).__name__} to a policy server")
+
+
+def _decode(obj: dict) -> Any:
+    if ARRAY_TAG in obj:
+        return np.load(io.BytesIO(obj["as_npy"]), allow_pickle=False)
+    if MODALITY_CONFIG_TAG in obj:  # N1.5 sends its fields as a JSON string, N1.6 as a map
+        fields = obj["as_json"]
+        return json.loads(fields) if isinstance(fields, str) else fields
+    return obj
+
+
+def _batch_observation(obs: dict[str, Any]) -> dict[str, Any]:
+    """One environment's observation -> GR00T's batched layout (B = T = 1).
+
+    States go as float32 because GR00T servers in strict mode (their default) reject anything else.
+    """
+    batched: dict[str, Any] = {}
+    for key, value in obs.items():
+        if isinstance(value, str):
+            batched[key] = [value]
+        else:
+            array = np.asarray(value)
+            batched[key] = (array.astype(np.float32) if key.startswith("state.") else array)[None, None]
+    return batched
+
+
+def _unbatch_observation(batched: dict[str, Any]) -> dict[str, Any]:
+    """GR00T's batched layout -> one environment's observation at the latest time step."""
+    obs: dict[str, Any] = {}
+    for key, value in batched.items():
+        if not isinstance(value, (np.ndarray, list, tuple)) or np.ndim(value) == 0:
+            obs[key] = value
+            continue
+        if len(value) != 1:
+            raise ValueError(f"{key} has batch size {len(value)}: this server holds one policy instance, "
+                             "so it serves one environment per client (batch size 1)")
+        if isinstance(value, np.ndarray):
+            value = value[0, -1] if value.ndim >= 2 else value[0]
+            obs[key] = value.astype(np.float64) if key.startswith("state.") else value
+        else:
+            item = value[0]  # N1.6's nested language layout is [[text]] (batch, time)
+            obs[key] = item[-1] if isinstance(item, (list, tuple)) else item
+    return obs
+
+
+def _gr1_modality_config() -> dict[str, Any]:
+    """GR1's observation and action keys in GR00T's `ModalityConfig` form.
+
+    A local policy has no fixed horizon (its chunk length is whatever `get_action` returns), so every
+    modality lists only the current step.
+    """
+
+    def config(keys: list[str]) -> dict[str, Any]:
+        return {MODALITY_CONFIG_TAG: True, "as_json": {"delta_indices": [0], "modality_keys": keys}}
+
+    return {"video": config([VIDEO_KEY.removeprefix("video.")]), "state": config(list(ACTION_KEYS)),
+            "action": config(list(ACTION_KEYS)), "language": config([LANGUAGE_KEY])}
+
+
+# --- server -----------------------------------------------------------------------------------------
+
+class PolicyServer:
+    """Serves one local policy over GR00T's protocol, to one environment (batch size 1) at a time.
+
+    `port=0` binds a free port; the bound one is in `.port`. It answers both N1.5 and N1.6 request
+    layouts in kind, so either generation of GR00T client can drive it.
+    """
+
+    def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 5555, api_token: str | None = None):
+        self.policy = policy
+        self.api_token = api_token
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.REP)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(f"tcp://{host}:{port or '*'}")
+        self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.port = int(self.address.rsplit(":", 1)[1])
+        self._running = False
+        self._endpoints = {"ping": self._ping, "kill": self._kill, "reset": self._reset,
+                           "get_action": self._get_action, "get_modality_config": self._modality_config}
+
+    def serve_forever(self, poll_s: float = 0.1) -> None:
+        """Answer requests until a `kill` request or `stop()`; then close the socket."""
+        self._running = True
+        try:
+            while self._running:
+                if self._socket.poll(int(poll_s * 1000), zmq.POLLIN):
+                    self._socket.send(pack(self._answer(self._socket.recv())))
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Make `serve_forever` return within one poll interval (safe from another thread)."""
+        self._running = False
+
+    def close(self) -> None:
+        self._socket.close()
+        if not self._context.closed:
+            self._context.term()
+
+    def _answer(self, payload: bytes) -> Any:
+        """The reply to one request. A REP socket must answer every request, so failures become error replies."""
+        try:
+            request = unpack(payload)
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes were, the client gets an answer
+            return {"error": f"undecodable request ({type(exc).__name__}: {exc})"}
+        if not isinstance(request, dict):
+            return {"error": f"a request is a map with an 'endpoint'; got {type(request).__name__}"}
+        if self.api_token is not None and not hmac.compare_digest(str(request.get("api_token", "")).encode(),
+                                                                  self.api_token.encode()):
+            return {"error": UNAUTHORIZED}
+        endpoint = request.get("endpoint", "get_action")  # GR00T's default endpoint
+        if endpoint not in self._endpoints:
+            return {"error": f"{UNKNOWN_ENDPOINT}: {endpoint}"}
+        try:
+            return self._endpoints[endpoint](request.get("data") or {})
+        except Exception as exc:  # noqa: BLE001 - reported to the client, logged here
+            log.exception("policy server: %s failed", endpoint)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _ping(self, data: dict) -> dict:
+        return {"status": "ok", "message": "Server is running"}
+
+    def _kill(self, data: dict) -> dict:
+        # GR00T replies None here; a map is kinder to its N1.5 client, which looks for "error" in the reply.
+        self._running = False
+        return {"status": "ok", "message": "Server is shutting down"}
+
+    def _reset(self, data: dict) -> dict:
+        options = data.get("options") or {}
+        self.policy.reset(str(options.get("task", "")), str(options.get("instruction", "")))
+        return {}
+
+    def _get_action(self, data: dict) -> Any:
+        n16_layout = "observation" in data
+        obs = _unbatch_observation(data["observation"] if n16_layout else data)
+        chunk = validate_chunk(self.policy.get_action(obs))
+        action = {key: value.astype(np.float32)[None] for key, value in chunk.items()}
+        return [action, {}] if n16_layout else action
+
+    def _modality_config(self, data: dict) -> dict:
+        return _gr1_modality_config()
+
+
+def serve(policy_name: str, policy_kwargs: dict[str, Any], host: str = "127.0.0.1", port: int = 5555,
+          api_token: str | None = None) -> None:
+    """Build a registered policy and serve it until a client sends `kill` (or Ctrl-C).
+
+    Prints one line with the bound address when ready (with `port=0`, the port chosen).
+    """
+    server = PolicyServer(make_policy(policy_name, **policy_kwargs), host, port, api_token)
+    print(f"serving policy {policy_name!r} on {server.address}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+# --- client -----------------------------------------------------------------------------------------
+
+class RemotePolicyError(RuntimeError):
+    """A call to a policy server failed: error reply, refused token, malformed reply."""
+
+
+class RemoteTimeoutError(RemotePolicyError, TimeoutError):
+    """A policy server did not answer in time, on every attempt."""
+
+
+@register_policy("remote", "a policy behind a GR00T-protocol ZeroMQ server (lda-bench serve, GR00T's server)")
+class RemotePolicy:
+    """Client of a GR00T-protocol policy server; one instance per environment.
+
+    Every request waits at most `timeout_s` for its reply and is sent up to `retries` more times after a
+    time-out, so a call gives up after (retries + 1) * timeout_s. A retried `get_action` may reach a server
+    that did receive the first one: with a stateful policy that skips one chunk.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5555, timeout_s: float = 30.0,
+                 api_token: str | None = None, retries: int = 2):
+        if timeout_s <= 0 or retries < 0:
+            raise ValueError(f"need timeout_s > 0 and retries >= 0; got {timeout_s}, {retries}")
+        self.address = f"tcp://{host}:{port}"
+        self.timeout_s, self.api_token, self.retries = timeout_s, api_token, retries
+        self._context = zmq.Context()
+        self._socket = self._connect()
+        self._server_has_reset: bool | None = None
+
+    def reset(self, task: str, instruction: str) -> None:
+        """Forward the reset to servers that have a `reset` endpoint (GR00T N1.6, lda-bench).
+
+        GR00T N1.5 servers have none and answer "Unknown endpoint: reset"; their policies keep no state
+        between episodes, so the reset is simply skipped. The answer also tells which `get_action` request
+        layout the server expects (N1.5 or N1.6, see the module docstring).
+        """
+        try:
+            self.call("reset", {"options": {"task": task, "instruction": instruction}})
+            self._server_has_reset = True
+        except RemotePolicyError as exc:
+            if isinstance(exc, RemoteTimeoutError) or UNKNOWN_ENDPOINT not in str(exc):
+                raise
+            self._server_has_reset = False
+
+    def get_action(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self._server_has_reset is None:
+            raise RuntimeError("call reset(task, instruction) before get_action: it tells which request "
+                               "layout the server speaks")
+        observation = _batch_observation(obs)
+        data = {"observation": observation, "options": None} if self._server_has_reset else observation
+        return self._chunk_from_reply(self.call("get_action", data))
+
+    def ping(self) -> bool:
+        """Whether the server answers; an error reply (such as a refused token) still raises."""
+        try:
+            self.call("ping")
+        except RemoteTimeoutError:
+            return False
+        return True
+
+    def get_modality_config(self) -> dict[str, Any]:
+        return self.call("get_modality_config")
+
+    def kill(self) -> None:
+        """Ask the server to shut down."""
+        self.call("kill")
+
+    def close(self) -> None:
+        self._socket.close()
+        self._context.term()
+
+    def __enter__(self) -> RemotePolicy:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def call(self, endpoint: str, data: Any = None) -> Any:
+        """One request and its reply; raises RemotePolicyError for an error reply or a malformed one."""
+        request: dict[str, Any] = {"endpoint": endpoint}
+        if data is not None:
+            request["data"] = data
+        if self.api_token is not None:
+            request["api_token"] = self.api_token
+        payload = pack(request)
+        for _ in range(self.retries + 1):
+            try:
+                self._socket.send(payload)
+                if self._socket.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                    return self._parse(endpoint, self._socket.recv())
+            except zmq.Again:
+                pass
+            # A REQ socket whose reply never came cannot send again: start over with a fresh one.
+            self._socket.close()
+            self._socket = self._connect()
+        raise RemoteTimeoutError(f"no reply from {self.address} to {endpoint!r} within {self.timeout_s:g} s "
+                                 f"({self.retries + 1} attempt(s)): is the server running at that address?")
+
+    def _connect(self) -> zmq.Socket:
+        socket = self._context.socket(zmq.REQ)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))
+        socket.connect(self.address)
+        return socket
+
+    def _parse(self, endpoint: str, payload: bytes) -> Any:
+        try:
+            reply = unpack(payload)
+        except Exception as exc:  # noqa: BLE001 - msgpack raises several types for bad input
+            raise RemotePolicyError(f"malformed reply from {self.address} to {endpoint!r}: not a GR00T-protocol "
+                                    f"message ({type(exc).__name__}: {exc}); is that port a policy server?") from exc
+        if isinstance(reply, dict) and "error" in reply:
+            error = str(reply["error"])
+            if error.startswith("Unauthorized"):
+                sent = "no token was sent" if self.api_token is None else "the token sent does not match"
+                raise RemotePolicyError(f"{self.address} refused the API token ({sent}): "
+                                        "pass the server's token as api_token")
+            raise RemotePolicyError(f"{self.address} failed on {endpoint!r}: {error}")
+        return reply
+
+    def _chunk_from_reply(self, reply: Any) -> dict[str, np.ndarray]:
+        """The action chunk in a get_action reply, whichever GR00T generation and key naming sent it."""
+        actions = reply[0] if isinstance(reply, list) and len(reply) == 2 else reply
+        if not isinstance(actions, dict):
+            raise RemotePolicyError(f"malformed get_action reply from {self.address}: expected a map of actions, "
+                                    f"got {type(actions).__name__}")
+        chunk = {}
+        for part in ACTION_KEYS:
+            key = CHUNK_KEYS[part]
+            value = actions.get(key, actions.get(part))
+            if not isinstance(value, np.ndarray):
+                raise RemotePolicyError(f"get_action reply from {self.address} has no array for {key} "
+                                        f"(nor {part}); its keys: {sorted(actions)}")
+            if value.ndim != 3 or value.shape[0] != 1:
+                raise RemotePolicyError(f"get_action reply from {self.address}: {key} has shape {value.shape}, "
+                                        f"expected (1, K, {ACTION_DIMS[part]})")
+            chunk[key] = value[0]
+        try:
+            return validate_chunk(chunk)
+        except InvalidChunkError as exc:
+            raise RemotePolicyError(f"get_action reply from {self.address} is not a GR1 action chunk: {exc}") from exc

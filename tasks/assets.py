@@ -1,0 +1,392 @@
+"""Every object, container and fixture of the task suite, built from MuJoCo primitives.
+
+Each asset is data: a list of primitive `Part`s (plus, for fixtures, a moving drawer or door), a mass,
+and the regions that success checks need (a container's interior, a tier, a fixture's inside). `to_mjcf`
+turns one into an MJCF file that robosuite loads as a `MujocoXMLObject`, so nothing is downloaded and
+collision shapes are exact (an object's bottom is where its geometry ends, so it does not drop at reset).
+Sizes are in metres, masses in kilograms, and chosen to be plausible for a kitchen table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+# Friction of everything the hands touch: sliding, torsional, rolling.
+OBJECT_FRICTION = (1.2, 0.02, 0.001)
+CONTAINER_FRICTION = (1.0, 0.01, 0.001)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One MuJoCo primitive: `size` as MJCF expects it for `kind` (half sizes, radius, half length)."""
+
+    kind: str
+    size: tuple[float, ...]
+    pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
+    euler: tuple[float, float, float] | None = None   # radians, xyz
+    collide: bool = True
+
+    def scaled(self, s: float) -> Part:
+        return replace(self, size=tuple(v * s for v in self.size), pos=tuple(v * s for v in self.pos))
+
+    def volume(self) -> float:
+        sz = self.size
+        if self.kind == "box":
+            return 8 * sz[0] * sz[1] * sz[2]
+        if self.kind == "cylinder":
+            return math.pi * sz[0] ** 2 * 2 * sz[1]
+        if self.kind == "sphere":
+            return 4 / 3 * math.pi * sz[0] ** 3
+        if self.kind == "ellipsoid":
+            return 4 / 3 * math.pi * sz[0] * sz[1] * sz[2]
+        if self.kind == "capsule":
+            return math.pi * sz[0] ** 2 * (2 * sz[1] + 4 / 3 * sz[0])
+        raise ValueError(f"unknown primitive {self.kind!r}")
+
+    def half_extents(self) -> np.ndarray:
+        """Half extents of the part's axis-aligned bounding box in the asset frame."""
+        sz = self.size
+        if self.kind in ("box", "ellipsoid"):
+            ext = sz[:3]
+        elif self.kind == "cylinder":
+            ext = (sz[0], sz[0], sz[1])
+        elif self.kind == "capsule":
+            ext = (sz[0], sz[0], sz[1] + sz[0])
+        else:
+            ext = (sz[0],) * 3
+        ext = np.asarray(ext, dtype=float)
+        return ext if self.euler is None else np.abs(_euler_matrix(self.euler)) @ ext
+
+
+def _euler_matrix(euler) -> np.ndarray:
+    """MuJoCo's default `eulerseq="xyz"` (intrinsic): R = Rx @ Ry @ Rz."""
+    (cx, cy, cz), (sx, sy, sz) = np.cos(euler), np.sin(euler)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+@dataclass(frozen=True)
+class Region:
+    """An axis-aligned box in an asset's (or moving part's) frame: centre and half sizes."""
+
+    center: tuple[float, float, float]
+    half: tuple[float, float, float]
+
+    def contains(self, local_points: np.ndarray) -> np.ndarray:
+        d = np.abs(np.atleast_2d(local_points) - np.asarray(self.center))
+        return np.all(d <= np.asarray(self.half), axis=-1)
+
+
+@dataclass(frozen=True)
+class Joint:
+    """The moving part of a fixture: a drawer on a slide or a door on a hinge."""
+
+    kind: str                                 # "slide" | "hinge"
+    pos: tuple[float, float, float]           # joint anchor in the fixture frame
+    axis: tuple[float, float, float]          # positive motion opens
+    open_value: float                         # joint value when fully open (m or rad)
+    parts: tuple[Part, ...]                   # in the moving body's frame (anchor at the origin)
+    damping: float = 2.0
+    frictionloss: float = 0.3
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    parts: tuple[Part, ...]
+    mass: float = 0.0                      # 0 for fixtures (static)
+    interior: Region | None = None         # containers and fixtures: where a placed object must be
+    top_tier: Region | None = None         # tiered basket / shelf: the highest tier
+    joint: Joint | None = None             # fixtures: the drawer or door
+    interior_on_joint: bool = False        # the interior moves with the drawer
+    kind: str = "object"                   # object | container | fixture
+
+    def scaled(self, s: float) -> Asset:
+        if s == 1.0:
+            return self
+        return replace(self, parts=tuple(p.scaled(s) for p in self.parts), mass=self.mass * s ** 3)
+
+    @property
+    def bottom(self) -> float:
+        """Height of the lowest point below the asset origin (negative)."""
+        return min(p.pos[2] - p.half_extents()[2] for p in self.parts)
+
+    @property
+    def top(self) -> float:
+        return max(p.pos[2] + p.half_extents()[2] for p in self.parts)
+
+    @property
+    def horizontal_radius(self) -> float:
+        return max(math.hypot(abs(p.pos[0]) + p.half_extents()[0], abs(p.pos[1]) + p.half_extents()[1])
+                   for p in self.parts)
+
+    @property
+    def keypoints(self) -> np.ndarray:
+        """The 8 corners of the asset's bounding box, in its frame (used for the tier checks)."""
+        lo = np.min([np.asarray(p.pos) - p.half_extents() for p in self.parts], axis=0)
+        hi = np.max([np.asarray(p.pos) + p.half_extents() for p in self.parts], axis=0)
+        return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
+# ---------------------------------------------------------------- shapes used by several assets
+
+def _rgba(r, g, b, a=1.0):
+    return (r, g, b, a)
+
+
+def _ring(radius, height, thickness, n, rgba, z0=0.0, flare=0.0):
+    """A round wall made of `n` boxes (bowls, pots, pans, plate rims)."""
+    parts = []
+    seg = 2 * radius * math.tan(math.pi / n) * 0.55 + thickness / 2
+    for i in range(n):
+        a = 2 * math.pi * i / n
+        parts.append(Part("box", (thickness / 2, seg, height / 2),
+                          (radius * math.cos(a), radius * math.sin(a), z0 + height / 2), rgba,
+                          euler=(0.0, -flare, a)))
+    return parts
+
+
+def _walls(hx, hy, height, thickness, rgba, z0=0.0):
+    """Four straight walls around a rectangle (baskets, boxes, trays)."""
+    t = thickness / 2
+    h = height / 2
+    return [Part("box", (t, hy, h), (hx - t, 0, z0 + h), rgba), Part("box", (t, hy, h), (-hx + t, 0, z0 + h), rgba),
+            Part("box", (hx, t, h), (0, hy - t, z0 + h), rgba), Part("box", (hx, t, h), (0, -hy + t, z0 + h), rgba)]
+
+
+def _open_box(name, hx, hy, height, floor, thickness, rgba, mass):
+    """A container with a floor and four walls; its interior is the space between them."""
+    parts = [Part("box", (hx, hy, floor / 2), (0, 0, floor / 2), rgba)] + _walls(hx, hy, height - floor, thickness, rgba, z0=floor)
+    interior = Region((0, 0, floor + (height - floor) / 2), (hx - thickness, hy - thickness, (height - floor) / 2))
+    return Asset(name, tuple(parts), mass, interior=interior, kind="container")
+
+
+def _round_container(name, radius, height, floor, rgba, mass, extra=(), n=14, flare=0.0):
+    parts = [Part("cylinder", (radius * 0.85, floor / 2), (0, 0, floor / 2), rgba)]
+    # The wall starts above the floor's underside so only the floor rests on the table (fewer contacts).
+    parts += _ring(radius, height - floor, 0.008, n, rgba, z0=floor + 0.004, flare=flare) + list(extra)
+    interior = Region((0, 0, floor + (height - floor) / 2), (radius * 0.95, radius * 0.95, (height - floor) / 2))
+    return Asset(name, tuple(parts), mass, interior=interior, kind="container")
+
+
+# ---------------------------------------------------------------- the task objects
+
+WHITE, STEEL, WOOD = _rgba(0.93, 0.93, 0.9), _rgba(0.62, 0.64, 0.66), _rgba(0.72, 0.52, 0.33)
+
+OBJECTS: dict[str, Asset] = {a.name: a for a in [
+    Asset("can", (Part("cylinder", (0.033, 0.061), (0, 0, 0.061), _rgba(0.8, 0.1, 0.1)),
+                  Part("cylinder", (0.030, 0.002), (0, 0, 0.123), STEEL, collide=False)), 0.25),
+    Asset("cup", (Part("cylinder", (0.036, 0.045), (0, 0, 0.045), WHITE),
+                  Part("cylinder", (0.030, 0.002), (0, 0, 0.089), _rgba(0.35, 0.2, 0.1), collide=False),
+                  Part("box", (0.008, 0.004, 0.025), (0, 0.043, 0.05), WHITE)), 0.2),
+    Asset("bottled_water", (Part("cylinder", (0.032, 0.08), (0, 0, 0.08), _rgba(0.65, 0.85, 0.98, 0.75)),
+                            Part("cylinder", (0.033, 0.025), (0, 0, 0.09), _rgba(0.1, 0.4, 0.85), collide=False),
+                            Part("cylinder", (0.02, 0.02), (0, 0, 0.18), _rgba(0.65, 0.85, 0.98, 0.75)),
+                            Part("cylinder", (0.013, 0.008), (0, 0, 0.208), _rgba(0.1, 0.3, 0.8))), 0.5),
+    Asset("wine", (Part("cylinder", (0.036, 0.095), (0, 0, 0.095), _rgba(0.1, 0.25, 0.12)),
+                   Part("cylinder", (0.037, 0.035), (0, 0, 0.09), _rgba(0.92, 0.88, 0.75), collide=False),
+                   Part("cylinder", (0.014, 0.05), (0, 0, 0.24), _rgba(0.1, 0.25, 0.12)),
+                   Part("cylinder", (0.015, 0.02), (0, 0, 0.28), _rgba(0.5, 0.05, 0.1))), 0.75),
+    Asset("milk", (Part("box", (0.035, 0.035, 0.085), (0, 0, 0.085), WHITE),
+                   Part("box", (0.0355, 0.0355, 0.03), (0, 0, 0.07), _rgba(0.15, 0.35, 0.8), collide=False),
+                   Part("box", (0.035, 0.025, 0.015), (0, 0, 0.185), WHITE, euler=(0.6, 0, 0))), 0.6),
+    Asset("potato", (Part("ellipsoid", (0.045, 0.032, 0.028), (0, 0, 0.028), _rgba(0.62, 0.45, 0.27)),), 0.2),
+    Asset("sweet_potato", (Part("ellipsoid", (0.07, 0.03, 0.028), (0, 0, 0.028), _rgba(0.55, 0.25, 0.22)),), 0.25),
+    Asset("bell_pepper", (Part("ellipsoid", (0.04, 0.04, 0.042), (0, 0, 0.042), _rgba(0.85, 0.1, 0.05)),
+                          Part("cylinder", (0.006, 0.01), (0, 0, 0.09), _rgba(0.2, 0.5, 0.15))), 0.17),
+    Asset("lemon", (Part("ellipsoid", (0.042, 0.031, 0.031), (0, 0, 0.031), _rgba(0.98, 0.86, 0.1)),), 0.12),
+    Asset("croissant", (Part("capsule", (0.026, 0.035), (0, 0, 0.026), _rgba(0.82, 0.55, 0.22), euler=(math.pi / 2, 0, 0)),
+                        Part("capsule", (0.018, 0.02), (0.02, 0.055, 0.018), _rgba(0.78, 0.5, 0.2), euler=(math.pi / 2, 0, 0.6)),
+                        Part("capsule", (0.018, 0.02), (0.02, -0.055, 0.018), _rgba(0.78, 0.5, 0.2), euler=(math.pi / 2, 0, -0.6))), 0.08),
+    Asset("pear", (Part("sphere", (0.036,), (0, 0, 0.036), _rgba(0.75, 0.8, 0.3)),
+                   Part("sphere", (0.024,), (0, 0, 0.076), _rgba(0.75, 0.8, 0.3)),
+                   Part("cylinder", (0.003, 0.01), (0, 0, 0.105), _rgba(0.35, 0.25, 0.1), collide=False)), 0.18),
+    Asset("squash", (Part("sphere", (0.045,), (0, 0, 0.045), _rgba(0.92, 0.68, 0.35)),
+                     Part("capsule", (0.028, 0.04), (0, 0, 0.1), _rgba(0.92, 0.72, 0.4))), 0.4),
+    Asset("cupcake", (Part("cylinder", (0.03, 0.02), (0, 0, 0.02), _rgba(0.9, 0.45, 0.6)),
+                      Part("ellipsoid", (0.034, 0.034, 0.022), (0, 0, 0.045), _rgba(0.45, 0.25, 0.15))), 0.1),
+    Asset("tomato", (Part("ellipsoid", (0.036, 0.036, 0.031), (0, 0, 0.031), _rgba(0.9, 0.15, 0.1)),
+                     Part("cylinder", (0.01, 0.002), (0, 0, 0.062), _rgba(0.2, 0.5, 0.15), collide=False)), 0.12),
+    Asset("eggplant", (Part("ellipsoid", (0.08, 0.035, 0.034), (0, 0, 0.034), _rgba(0.3, 0.1, 0.35)),
+                       Part("cylinder", (0.014, 0.012), (0.08, 0, 0.034), _rgba(0.2, 0.45, 0.15), euler=(0, math.pi / 2, 0))), 0.3),
+]}
+
+# ---------------------------------------------------------------- sources and targets
+
+CONTAINERS: dict[str, Asset] = {
+    "cutting_board": Asset("cutting_board", (Part("box", (0.15, 0.11, 0.01), (0, 0, 0.01), WOOD),), 0.8,
+                           interior=Region((0, 0, 0.06), (0.15, 0.11, 0.04)), kind="container"),
+    "placemat": Asset("placemat", (Part("box", (0.16, 0.12, 0.003), (0, 0, 0.003), _rgba(0.25, 0.45, 0.65)),), 0.15,
+                      interior=Region((0, 0, 0.05), (0.16, 0.12, 0.045)), kind="container"),
+    "plate": Asset("plate", tuple([Part("cylinder", (0.09, 0.005), (0, 0, 0.005), WHITE)]
+                                  + _ring(0.1, 0.016, 0.02, 14, WHITE, z0=0.012, flare=0.5)), 0.4,
+                   interior=Region((0, 0, 0.05), (0.1, 0.1, 0.045)), kind="container"),
+    "tray": Asset("tray", tuple([Part("box", (0.17, 0.125, 0.005), (0, 0, 0.005), _rgba(0.3, 0.3, 0.32))]
+                                + _walls(0.17, 0.125, 0.02, 0.01, _rgba(0.3, 0.3, 0.32), z0=0.01)), 0.6,
+                  interior=Region((0, 0, 0.05), (0.16, 0.115, 0.045)), kind="container"),
+    "basket": _open_box("basket", 0.12, 0.095, 0.09, 0.008, 0.01, _rgba(0.66, 0.48, 0.26), 0.4),
+    "cardboard_box": _open_box("cardboard_box", 0.13, 0.1, 0.12, 0.006, 0.006, _rgba(0.72, 0.56, 0.36), 0.45),
+    "bowl": _round_container("bowl", 0.085, 0.055, 0.008, _rgba(0.85, 0.82, 0.7), 0.35, flare=0.35),
+    "pan": _round_container("pan", 0.12, 0.03, 0.006, _rgba(0.18, 0.18, 0.2), 0.9, n=16,
+                            extra=(Part("box", (0.07, 0.012, 0.006), (0.0, -0.19, 0.03), _rgba(0.1, 0.1, 0.1)),)),
+    "pot": _round_container("pot", 0.1, 0.11, 0.008, STEEL, 1.2, n=16,
+                            extra=(Part("box", (0.015, 0.03, 0.006), (0.115, 0, 0.1), STEEL),
+                                   Part("box", (0.015, 0.03, 0.006), (-0.115, 0, 0.1), STEEL))),
+}
+
+
+def _tiered(name, rgba, mass, upper_walls):
+    """Two tiers on four posts; `top_tier` is the space above the upper tier, where success wants the object."""
+    lower = [Part("box", (0.14, 0.1, 0.005), (0, 0, 0.005), rgba)] + _walls(0.14, 0.1, 0.045, 0.008, rgba, z0=0.01)
+    posts = [Part("cylinder", (0.008, 0.085), (sx * 0.125, sy * 0.085, 0.095), rgba) for sx in (-1, 1) for sy in (-1, 1)]
+    top_z = 0.18
+    upper = [Part("box", (0.13, 0.095, 0.005), (0, 0, top_z + 0.005), rgba)]
+    if upper_walls:
+        upper += _walls(0.13, 0.095, 0.05, 0.008, rgba, z0=top_z)
+    region = Region((0, 0, top_z + 0.01 + 0.06), (0.125, 0.09, 0.06))
+    return Asset(name, tuple(lower + posts + upper), mass, interior=region, top_tier=region, kind="container")
+
+
+CONTAINERS["tiered_basket"] = _tiered("tiered_basket", _rgba(0.62, 0.45, 0.25), 0.9, upper_walls=True)
+CONTAINERS["tiered_shelf"] = _tiered("tiered_shelf", _rgba(0.85, 0.85, 0.82), 1.1, upper_walls=False)
+
+# ---------------------------------------------------------------- fixtures (static, on the table)
+
+
+def _cabinet_body(name, hx, hy, height, t, rgba):
+    """A box open towards -x (the robot): floor, roof, back and two sides."""
+    return [Part("box", (hx, hy, t / 2), (0, 0, t / 2), rgba), Part("box", (hx, hy, t / 2), (0, 0, height - t / 2), rgba),
+            Part("box", (t / 2, hy, height / 2), (hx - t / 2, 0, height / 2), rgba),
+            Part("box", (hx, t / 2, height / 2), (0, hy - t / 2, height / 2), rgba),
+            Part("box", (hx, t / 2, height / 2), (0, -hy + t / 2, height / 2), rgba)]
+
+
+def _door(width, height, t, rgba, handle_rgba, sign):
+    """A door hinged at the fixture's front edge; `sign` +1 puts the hinge on the -y edge, -1 on +y."""
+    axis = (0, 0, sign)  # positive angle swings the free edge towards the robot (-x)
+    parts = (Part("box", (t / 2, width / 2, height / 2), (-t / 2, sign * width / 2, height / 2), rgba),
+             Part("box", (0.012, 0.01, 0.05), (-t - 0.012, sign * (width - 0.03), height / 2), handle_rgba))
+    return axis, parts
+
+
+def _drawer_chest():
+    hx, hy, height, t = 0.15, 0.15, 0.27, 0.015
+    rgba, front = _rgba(0.78, 0.74, 0.68), _rgba(0.6, 0.45, 0.3)
+    body = [Part("box", (hx, hy, t / 2), (0, 0, height - t / 2), rgba),
+            Part("box", (t / 2, hy, height / 2), (hx - t / 2, 0, height / 2), rgba),
+            Part("box", (hx, t / 2, height / 2), (0, hy - t / 2, height / 2), rgba),
+            Part("box", (hx, t / 2, height / 2), (0, -hy + t / 2, height / 2), rgba),
+            Part("box", (hx, hy, t / 2), (0, 0, t / 2), rgba)]
+    # Drawer: a tray sliding along -x; its frame's origin is at the chest's front, mid-height of the drawer.
+    dx, dy, dz = hx - t, hy - t - 0.004, 0.1           # half sizes of the drawer box
+    drawer = (Part("box", (dx, dy, 0.005), (dx, 0, -dz + 0.005), front),
+              Part("box", (0.005, dy, dz), (2 * dx - 0.005, 0, 0), front),
+              Part("box", (dx, 0.005, dz), (dx, dy - 0.005, 0), front),
+              Part("box", (dx, 0.005, dz), (dx, -dy + 0.005, 0), front),
+              Part("box", (0.008, hy, dz + 0.01), (-0.008, 0, 0), front),
+              Part("box", (0.012, 0.05, 0.01), (-0.028, 0, 0.03), STEEL))
+    z_mid = t + 0.006 + dz
+    joint = Joint("slide", (-hx, 0, z_mid), (-1, 0, 0), 0.2, drawer, damping=8.0, frictionloss=1.0)
+    interior = Region((dx, 0, 0.005), (dx - 0.01, dy - 0.01, dz - 0.005))
+    return Asset("drawer", tuple(body), interior=interior, joint=joint, interior_on_joint=True, kind="fixture")
+
+
+def _hinged_fixture(name, hx, hy, height, rgba, door_rgba, hinge_side, panel=0.0):
+    """A cabinet or microwave: a box open to the robot, closed by one door hinged on `hinge_side` (+1: -y edge)."""
+    t = 0.015
+    parts = _cabinet_body(name, hx, hy, height, t, rgba)
+    if panel:  # microwave control panel beside the door
+        parts.append(Part("box", (0.01, panel / 2, height / 2 - t), (-hx + 0.01, hinge_side * (hy - panel / 2), height / 2), _rgba(0.1, 0.1, 0.1)))
+    width = 2 * hy - panel
+    hinge_y = -hinge_side * hy
+    axis, door = _door(width, height - 2 * t, 0.018, door_rgba, _rgba(0.15, 0.15, 0.15), hinge_side)
+    joint = Joint("hinge", (-hx, hinge_y, t), axis, math.pi / 2, door, damping=0.5, frictionloss=0.05)
+    inner_y0 = -hy + t if hinge_side > 0 else -hy + t + panel
+    inner_y1 = hy - t - (panel if hinge_side > 0 else 0.0)
+    interior = Region((0.0, (inner_y0 + inner_y1) / 2, height / 2), (hx - t, (inner_y1 - inner_y0) / 2, height / 2 - t))
+    return Asset(name, tuple(parts), interior=interior, joint=joint, kind="fixture")
+
+
+FIXTURES: dict[str, Asset] = {
+    "drawer": _drawer_chest(),
+    # Left-hand cabinet on the robot's left: hinge on its -y edge (towards the table centre).
+    "cabinet": _hinged_fixture("cabinet", 0.14, 0.16, 0.38, _rgba(0.55, 0.4, 0.28), _rgba(0.62, 0.46, 0.32), +1),
+    # Right-hand microwave on the robot's right: hinge on its +y edge, control panel on the -y side.
+    "microwave": _hinged_fixture("microwave", 0.17, 0.2, 0.3, _rgba(0.2, 0.2, 0.22), _rgba(0.12, 0.12, 0.14, 0.95), -1,
+                                 panel=0.09),
+}
+
+
+def asset(name: str) -> Asset:
+    for table in (OBJECTS, CONTAINERS, FIXTURES):
+        if name in table:
+            return table[name]
+    raise KeyError(f"unknown asset {name!r}; known: {sorted(OBJECTS) + sorted(CONTAINERS) + sorted(FIXTURES)}")
+
+
+# ---------------------------------------------------------------- MJCF
+
+def _geom_xml(p: Part, friction, density, name=None) -> str:
+    attrs = [f'type="{p.kind}"', f'size="{_f(p.size)}"', f'pos="{_f(p.pos)}"', f'rgba="{_f(p.rgba)}"']
+    if name:
+        attrs.append(f'name="{name}"')
+    if p.euler is not None:
+        attrs.append(f'euler="{_f(p.euler)}"')
+    if p.collide:
+        attrs += [f'friction="{_f(friction)}"', 'condim="4"', f'density="{density:.6g}"', 'group="0"',
+                  'solref="0.004 1"', 'solimp="0.95 0.99 0.001"']
+    else:
+        attrs += ['contype="0"', 'conaffinity="0"', 'density="0"', 'group="1"']
+    return f"<geom {' '.join(attrs)}/>"
+
+
+def _f(values) -> str:
+    return " ".join(f"{v:.6g}" for v in values)
+
+
+def to_mjcf(a: Asset) -> str:
+    """The MJCF of one asset, in the layout robosuite's `MujocoXMLObject` expects."""
+    volume = sum(p.volume() for p in a.parts if p.collide)
+    density = a.mass / volume if a.mass else 500.0
+    friction = OBJECT_FRICTION if a.kind == "object" else CONTAINER_FRICTION
+    geoms = [_geom_xml(p, friction, density, name=f"g{i}") for i, p in enumerate(a.parts)]
+    moving = ""
+    if a.joint is not None:
+        j = a.joint
+        rng = f"0 {j.open_value:.6g}"
+        jgeoms = "".join(_geom_xml(p, CONTAINER_FRICTION, 400.0, name=f"m{i}") for i, p in enumerate(j.parts))
+        moving = (f'<body name="moving" pos="{_f(j.pos)}">'
+                  f'<joint name="joint" type="{j.kind}" axis="{_f(j.axis)}" range="{rng}" limited="true" '
+                  f'damping="{j.damping}" frictionloss="{j.frictionloss}" armature="0.01"/>'
+                  f"{jgeoms}</body>")
+    r = a.horizontal_radius
+    return (f'<mujoco model="{a.name}"><worldbody><body><body name="object">{"".join(geoms)}{moving}</body>'
+            f'<site rgba="0 0 0 0" size="0.005" pos="0 0 {a.bottom:.6g}" name="bottom_site"/>'
+            f'<site rgba="0 0 0 0" size="0.005" pos="0 0 {a.top:.6g}" name="top_site"/>'
+            f'<site rgba="0 0 0 0" size="0.005" pos="{r:.6g} {r:.6g} 0" name="horizontal_radius_site"/>'
+            f"</body></worldbody></mujoco>")
+
+
+_ASSET_DIR: str | None = None
+
+
+def mjcf_file(a: Asset) -> str:
+    """Write the asset's MJCF once per process and return its path (robosuite loads objects from files)."""
+    global _ASSET_DIR
+    if _ASSET_DIR is None:
+        _ASSET_DIR = tempfile.mkdtemp(prefix="lda_bench_assets_")
+    text = to_mjcf(a)
+    path = os.path.join(_ASSET_DIR, f"{a.name}_{hashlib.sha1(text.encode()).hexdigest()[:12]}.xml")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(text)
+    return path

@@ -1,0 +1,243 @@
+"""A task spec becomes a robosuite environment: table, GR1, fixture, source, target, objects, distractors.
+
+The model is built once per environment (building takes seconds); each episode is a `SceneSample`
+(tasks/sampling.py) applied to it: poses, which object instance is in play, which distractors stand at the
+back edge, the door or drawer opening and the arm perturbation. Object instances not in play this episode
+are parked out of the scene (far away, no contacts, weight carried), so every episode of a task shares one
+model and a reset costs milliseconds instead of a rebuild.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+from robosuite.environments.manipulation.manipulation_env import ManipulationEnv
+from robosuite.models.arenas import TableArena
+from robosuite.models.objects import MujocoXMLObject
+from robosuite.models.tasks import ManipulationTask
+
+from tasks import assets
+from tasks.robot import ROBOT_NAME, controller_config
+from tasks.sampling import DISTRACTORS, FIXTURE_POSE, SceneSample
+from tasks.specs import TaskSpec
+
+TABLE_SIZE = (0.7, 1.3, 0.05)
+TABLE_TOP_Z = 0.8
+PARK_ORIGIN = np.array([0.0, 0.0, -5.0])      # unused instances wait here, under the floor, out of view
+SETTLE_STEPS = 4                               # control steps after placing, before the first observation
+EGOVIEW = "robot0_egoview"
+
+
+@dataclass
+class Body:
+    """One asset placed in the scene, with the ids success checks and placement need."""
+
+    asset: assets.Asset
+    obj: MujocoXMLObject
+    free: bool
+    body_id: int = -1
+    qpos_addr: int = -1
+    qvel_addr: int = -1
+    geom_ids: np.ndarray | None = None
+    moving_body_id: int = -1                 # fixtures: the drawer or door body
+    joint_qpos_addr: int = -1                # fixtures: the drawer or door joint
+
+
+class TabletopScene(ManipulationEnv):
+    """robosuite environment for one `TaskSpec`; `apply(sample)` sets up an episode."""
+
+    def __init__(self, spec: TaskSpec, fast_control: bool = True, **kwargs):
+        self.spec = spec
+        self.fast_control = fast_control
+        super().__init__(robots=ROBOT_NAME, controller_configs=controller_config(), gripper_types="default",
+                         initialization_noise=None, use_camera_obs=False, has_renderer=False,
+                         has_offscreen_renderer=False, control_freq=20, hard_reset=False, ignore_done=True,
+                         horizon=10**9, renderer="mujoco", **kwargs)
+
+    # ------------------------------------------------------------ model
+
+    def _load_model(self):
+        super()._load_model()
+        robot = self.robots[0].robot_model
+        robot.set_base_xpos(robot.base_xpos_offset["table"](TABLE_SIZE[0]))
+        _add_egoview(robot)
+        arena = TableArena(table_full_size=TABLE_SIZE, table_friction=(1.0, 0.005, 0.0001),
+                           table_offset=(0, 0, TABLE_TOP_Z))
+        arena.set_origin([0, 0, 0])
+        spec = self.spec
+        self.bodies: dict[str, Body] = {}
+        # Task objects: one instance per candidate; distractors: one instance per kind.
+        for name in spec.objects:
+            self._add(f"obj_{name}", assets.OBJECTS[name].scaled(spec.object_scale), free=True)
+        for name in DISTRACTORS:
+            self._add(f"distractor_{name}", assets.OBJECTS[name], free=True)
+        if spec.fixture:
+            self._add("fixture", assets.FIXTURES[spec.fixture], free=False, pos=FIXTURE_POSE[spec.fixture])
+        else:
+            self._add("source", assets.CONTAINERS[spec.source], free=True)
+            self._add("target", assets.CONTAINERS[spec.target], free=True)
+        self.model = ManipulationTask(mujoco_arena=arena, mujoco_robots=[robot],
+                                      mujoco_objects=[b.obj for b in self.bodies.values()])
+
+    def _add(self, key, a: assets.Asset, free: bool, pos=None):
+        obj = MujocoXMLObject(assets.mjcf_file(a), name=key, joints=[dict(type="free", damping="0.0005")] if free else None,
+                              obj_type="all", duplicate_collision_geoms=False)
+        if pos is not None:
+            obj.get_obj().set("pos", " ".join(str(v) for v in (pos[0], pos[1], TABLE_TOP_Z - a.bottom)))
+        self.bodies[key] = Body(a, obj, free)
+
+    def _setup_references(self):
+        super()._setup_references()
+        m = self.sim.model._model
+        for key, b in self.bodies.items():
+            b.body_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b.obj.root_body)
+            subtree = [i for i in range(m.nbody) if _is_descendant(m, i, b.body_id)]
+            b.geom_ids = np.flatnonzero(np.isin(m.geom_bodyid, subtree) & (m.geom_contype | m.geom_conaffinity > 0))
+            if b.free:
+                jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, b.obj.joints[0])
+                b.qpos_addr, b.qvel_addr = m.jnt_qposadr[jid], m.jnt_dofadr[jid]
+            if b.asset.joint is not None:
+                jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{key}_joint")
+                b.joint_qpos_addr = m.jnt_qposadr[jid]
+                b.moving_body_id = m.jnt_bodyid[jid]
+        self.table_geom_ids = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")])
+        self._geom_defaults = (m.geom_contype.copy(), m.geom_conaffinity.copy())
+
+    def _reset_internal(self):
+        super()._reset_internal()  # (re)creates robosuite's controllers, whose gains ours copy
+        self.control = JointTargetControl(self.robots[0], self.sim.model._model)
+
+    def _pre_action(self, action, policy_step=False):
+        if not self.fast_control:
+            return super()._pre_action(action, policy_step)
+        if policy_step:
+            self.control.set_goal(action)
+        self.control.apply(self.sim.model._model, self.sim.data._data)
+
+    def _setup_observables(self):
+        # Observations are read straight from the simulator by tasks/env.py; robosuite's per-substep
+        # observable machinery would double the cost of a step.
+        return OrderedDict()
+
+    # ------------------------------------------------------------ episodes
+
+    def apply(self, sample: SceneSample) -> None:
+        """Place everything as `sample` says; unused instances are parked."""
+        m, d = self.sim.model._model, self.sim.data._data
+        contype, conaffinity = self._geom_defaults
+        in_play = {f"obj_{sample.object}": sample.object_pose}
+        in_play.update({f"distractor_{name}": pose for name, pose in sample.distractors})
+        if sample.source_pose is not None:
+            in_play["source"], in_play["target"] = sample.source_pose, sample.target_pose
+        parked = 0
+        for key, b in self.bodies.items():
+            if not b.free:
+                continue
+            if key in in_play:
+                x, y, z, yaw = in_play[key]
+                pos = np.array([x, y, z - b.asset.bottom + 0.001])
+                quat = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+                m.geom_contype[b.geom_ids], m.geom_conaffinity[b.geom_ids] = contype[b.geom_ids], conaffinity[b.geom_ids]
+                m.body_gravcomp[b.body_id] = 0.0
+            else:
+                pos, quat = PARK_ORIGIN + np.array([parked * 0.5, 0.0, 0.0]), np.array([1.0, 0, 0, 0])
+                parked += 1
+                m.geom_contype[b.geom_ids] = 0
+                m.geom_conaffinity[b.geom_ids] = 0
+                m.body_gravcomp[b.body_id] = 1.0
+            d.qpos[b.qpos_addr:b.qpos_addr + 7] = np.concatenate([pos, quat])
+            d.qvel[b.qvel_addr:b.qvel_addr + 6] = 0.0
+        if self.spec.fixture:
+            f = self.bodies["fixture"]
+            d.qpos[f.joint_qpos_addr] = sample.fixture_open * f.asset.joint.open_value
+        robot = self.robots[0]
+        qpos = robot.init_qpos + np.concatenate([np.zeros(3), sample.arm_offset])
+        d.qpos[robot._ref_joint_pos_indexes] = qpos
+        d.qvel[robot._ref_joint_vel_indexes] = 0.0
+        for arm in robot.arms:
+            d.qpos[robot._ref_gripper_joint_pos_indexes[arm]] = 0.0
+        mujoco.mj_forward(m, d)
+        hold = self.hold_action()
+        robot.composite_controller.reset()
+        for _ in range(SETTLE_STEPS):
+            self.step(hold)
+
+    def hold_action(self) -> np.ndarray:
+        """robosuite's flat action that keeps every joint where it is now (hands as they are)."""
+        robot = self.robots[0]
+        d = self.sim.data._data
+        flat = np.zeros(self.action_dim)
+        for part, (start, stop) in robot.composite_controller._action_split_indexes.items():
+            controller = robot.composite_controller.part_controllers[part]
+            q = d.qpos[controller.qpos_index]
+            if part.endswith("gripper"):
+                q = q[HAND_DRIVE_INDEX]
+            flat[start:stop] = q
+        return flat
+
+    def reward(self, action=None):
+        return 0.0
+
+
+class JointTargetControl:
+    """robosuite's joint-position controllers for this robot, computed in one vectorised pass.
+
+    The same law as robosuite's `JointPositionController` (per part: torque = M_part (kp e - kd qdot) +
+    bias, clipped to the actuator range) and `SimpleGripController` (finger position targets), without
+    its per-substep Python bookkeeping, which costs more than the physics. `tests/test_robot.py` checks
+    that both produce the same actuator commands.
+    """
+
+    def __init__(self, robot, m):
+        cc = robot.composite_controller
+        self.arms, self.hands = [], []
+        for part, (start, stop) in cc._action_split_indexes.items():
+            controller = cc.part_controllers[part]
+            act = np.asarray(robot._ref_actuators_indexes_dict[part])
+            if part in cc.grippers:
+                expand = cc.grippers[part].format_action(np.arange(stop - start)).astype(int)
+                self.hands.append((slice(start, stop), act, expand))
+            else:
+                self.arms.append((slice(start, stop), np.asarray(controller.qpos_index), np.asarray(controller.qvel_index),
+                                  act, np.asarray(controller.kp, float), np.asarray(controller.kd, float)))
+        self.gear = m.actuator_gear[:, 0].copy()
+        self.low, self.high = m.actuator_ctrlrange[:, 0].copy(), m.actuator_ctrlrange[:, 1].copy()
+        self.goal = np.zeros(sum(s.stop - s.start for s, *_ in self.arms + self.hands))
+        self._vec, self._out = np.zeros(m.nv), np.zeros(m.nv)
+
+    def set_goal(self, action) -> None:
+        self.goal = np.array(action, dtype=float)
+
+    def apply(self, m, d) -> None:
+        for sl, qi, vi, act, kp, kd in self.arms:
+            self._vec[:] = 0.0
+            self._vec[vi] = kp * (self.goal[sl] - d.qpos[qi]) - kd * d.qvel[vi]
+            mujoco.mj_mulM(m, d, self._out, self._vec)
+            torque = self._out[vi] + d.qfrc_bias[vi]
+            d.ctrl[act] = np.clip(torque / self.gear[act], self.low[act], self.high[act])
+        for sl, act, expand in self.hands:
+            d.ctrl[act] = np.clip(self.goal[sl][expand], self.low[act], self.high[act])
+
+
+# The Fourier hand's 6 values drive 11 joints (pinky, ring, middle, index: intermediate + proximal; thumb:
+# distal + proximal pitch, then proximal yaw); the proximal joint of each pair reads back the value.
+HAND_DRIVE_INDEX = np.array([1, 3, 5, 7, 9, 10])
+
+
+def _add_egoview(robot) -> None:
+    """The head camera upstream's tasks use, on the head pitch link."""
+    head = robot.worldbody.find(".//body[@name='robot0_head_pitch']")
+    camera = ET.SubElement(head, "camera")
+    camera.attrib.update(name=EGOVIEW, mode="fixed", pos="0.2298 0 0.0905", quat="0.676 0.205 -0.205 -0.676", fovy="77")
+
+
+def _is_descendant(m, body, root) -> bool:
+    while body > 0:
+        if body == root:
+            return True
+        body = m.body_parentid[body]
+    return body == root

@@ -1,0 +1,122 @@
+"""Success as upstream (robocasa-gr1-tabletop-tasks) defines it, per family.
+
+Each check is a pure function of a small measured state, so tests can build the states on both sides of
+every condition; `measure_*` read that state off a `TabletopScene`.
+
+- drawer / cabinet / microwave: the object's position is inside the fixture's interior and the door or
+  drawer is closed: its state (0 closed .. 1 open; hinge 0..pi/2, drawer 0..full travel) <= 0.005.
+- novel pick-and-place: (a) both hands more than 0.25 m from the container and from the object, (b) the
+  object in the receptacle: for a tiered basket or shelf at least 2 of its keypoints in the highest tier,
+  otherwise touching the container with its xy distance to the container's centre under 0.7 x the
+  container's horizontal radius, (c) the object not touching the table, (d) the container upright (its z
+  axis' cosine to world z > 0.8), (e) no distractor inside the container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+CLOSED_THRESHOLD = 0.005
+HAND_CLEARANCE = 0.25
+CENTRE_FRACTION = 0.7
+UPRIGHT_COS = 0.8
+MIN_TIER_KEYPOINTS = 2
+HAND_SITES = ("gripper0_right_grip_site", "gripper0_left_grip_site")
+
+
+@dataclass(frozen=True)
+class FixtureState:
+    object_inside: bool
+    door_state: float          # 0 closed .. 1 fully open
+
+
+@dataclass(frozen=True)
+class NovelState:
+    hand_to_container: tuple[float, float]   # metres, right and left hand
+    hand_to_object: tuple[float, float]
+    object_touches_container: bool
+    object_xy_offset: float                  # object to container centre, in the xy plane
+    container_radius: float                  # horizontal radius of the container
+    keypoints_in_top_tier: int | None        # tiered containers only; None otherwise
+    object_touches_table: bool
+    container_up_cos: float
+    distractor_inside: bool
+
+
+def fixture_conditions(s: FixtureState) -> dict[str, bool]:
+    return {"object_inside": s.object_inside, "closed": s.door_state <= CLOSED_THRESHOLD}
+
+
+def novel_conditions(s: NovelState) -> dict[str, bool]:
+    if s.keypoints_in_top_tier is not None:
+        in_receptacle = s.keypoints_in_top_tier >= MIN_TIER_KEYPOINTS
+    else:
+        in_receptacle = s.object_touches_container and s.object_xy_offset < CENTRE_FRACTION * s.container_radius
+    return {
+        "hands_away": min(s.hand_to_container) > HAND_CLEARANCE and min(s.hand_to_object) > HAND_CLEARANCE,
+        "in_receptacle": in_receptacle,
+        "off_table": not s.object_touches_table,
+        "container_upright": s.container_up_cos > UPRIGHT_COS,
+        "no_distractor_inside": not s.distractor_inside,
+    }
+
+
+def is_success(conditions: dict[str, bool]) -> bool:
+    return all(conditions.values())
+
+
+# ---------------------------------------------------------------- measuring a scene
+
+def _to_local(d, body_id: int, points: np.ndarray) -> np.ndarray:
+    """World points -> the body's frame."""
+    return (np.atleast_2d(points) - d.xpos[body_id]) @ d.xmat[body_id].reshape(3, 3)
+
+
+def _touching(d, geoms_a: np.ndarray, geoms_b: np.ndarray) -> bool:
+    n = d.ncon
+    if n == 0:
+        return False
+    g1, g2 = d.contact.geom1[:n], d.contact.geom2[:n]
+    return bool(np.any((np.isin(g1, geoms_a) & np.isin(g2, geoms_b)) | (np.isin(g2, geoms_a) & np.isin(g1, geoms_b))))
+
+
+def door_state(scene) -> float:
+    fixture = scene.bodies["fixture"]
+    value = scene.sim.data._data.qpos[fixture.joint_qpos_addr] / fixture.asset.joint.open_value
+    return float(np.clip(value, 0.0, 1.0))
+
+
+def measure_fixture(scene, obj_key: str) -> FixtureState:
+    d = scene.sim.data._data
+    fixture = scene.bodies["fixture"]
+    frame = fixture.moving_body_id if fixture.asset.interior_on_joint else fixture.body_id
+    local = _to_local(d, frame, d.xpos[scene.bodies[obj_key].body_id])
+    return FixtureState(object_inside=bool(fixture.asset.interior.contains(local)[0]), door_state=door_state(scene))
+
+
+def measure_novel(scene, obj_key: str, distractor_keys: list[str]) -> NovelState:
+    m, d = scene.sim.model._model, scene.sim.data._data
+    obj, target = scene.bodies[obj_key], scene.bodies["target"]
+    obj_pos, target_pos = d.xpos[obj.body_id], d.xpos[target.body_id]
+    hands = [d.site_xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name)] for name in HAND_SITES]
+    keypoints = None
+    if target.asset.top_tier is not None:
+        world = obj_pos + obj.asset.keypoints @ d.xmat[obj.body_id].reshape(3, 3).T
+        keypoints = int(target.asset.top_tier.contains(_to_local(d, target.body_id, world)).sum())
+    distractor_inside = any(
+        target.asset.interior.contains(_to_local(d, target.body_id, d.xpos[scene.bodies[k].body_id]))[0]
+        for k in distractor_keys)
+    return NovelState(
+        hand_to_container=tuple(float(np.linalg.norm(h - target_pos)) for h in hands),
+        hand_to_object=tuple(float(np.linalg.norm(h - obj_pos)) for h in hands),
+        object_touches_container=_touching(d, obj.geom_ids, target.geom_ids),
+        object_xy_offset=float(np.linalg.norm(obj_pos[:2] - target_pos[:2])),
+        container_radius=target.asset.horizontal_radius,
+        keypoints_in_top_tier=keypoints,
+        object_touches_table=_touching(d, obj.geom_ids, scene.table_geom_ids),
+        container_up_cos=float(d.xmat[target.body_id][8]),
+        distractor_inside=bool(distractor_inside),
+    )

@@ -1,0 +1,25 @@
+"""Observations for policy tests, in the layout the environments produce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lda_bench.policy import LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY
+from tasks.robot import ACTION_DIMS
+
+INSTRUCTION = "pick up the can, place it into the drawer and close the drawer"
+
+
+def make_observation(seed: int = 0, size: int = 16) -> dict[str, Any]:
+    """Random joint states, a black ego view and an instruction.
+
+    The states are rounded to float32 values, which is what a GR00T server receives, so that a policy
+    served over the wire sees exactly the state a local copy sees.
+    """
+    rng = np.random.default_rng(seed)
+    obs: dict[str, Any] = {VIDEO_KEY: np.zeros((size, size, 3), dtype=np.uint8), LANGUAGE_KEY: INSTRUCTION}
+    for part, key in STATE_KEYS.items():
+        obs[key] = rng.uniform(-1.0, 1.0, ACTION_DIMS[part]).astype(np.float32).astype(np.float64)
+    return obs
