@@ -14,7 +14,7 @@ import inspect
 import types
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -120,6 +120,8 @@ def current_state(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class PolicyEntry:
+    """One registered policy: what `available_policies` lists and `make_policy` calls."""
+
     name: str
     description: str
     factory: Callable[..., Policy]
@@ -157,7 +159,11 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
         raise PolicyArgumentError(f"policy {name!r} needs {', '.join(missing)}; it accepts: {accepted}")
     converted = {key: _convert(name, parameters[key], value) if key in parameters else value
                  for key, value in kwargs.items()}
-    return entry.factory(**converted)
+    policy = entry.factory(**converted)
+    if not isinstance(policy, Policy):
+        raise TypeError(f"the factory of policy {name!r} ({_origin(entry.factory)}) returned a "
+                        f"{type(policy).__name__!r} object, which lacks reset(task, instruction) or get_action(obs)")
+    return policy
 
 
 def available_policies() -> dict[str, str]:
@@ -202,9 +208,13 @@ def _load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    _plugins_loaded = True  # set first: a plugin may itself ask for the registry while it loads
+    try:
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+    except BaseException:
+        _plugins_loaded = False  # let the next call raise the same error, not see a half-empty registry
+        raise
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry_point.load()
@@ -215,7 +225,7 @@ def _load_plugins() -> None:
                           f"{type(exc).__name__}: {exc}", stacklevel=3)
 
 
-def _did_you_mean(word: str, choices) -> str:
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -227,7 +237,10 @@ def _summary(factory: Callable) -> str:
 
 def _keyword_parameters(factory: Callable) -> tuple[dict[str, inspect.Parameter], bool]:
     """The parameters a factory takes by keyword, and whether it also takes arbitrary `**kwargs`."""
-    signature = inspect.signature(factory, eval_str=True)
+    try:
+        signature = inspect.signature(factory, eval_str=True)
+    except NameError:  # annotations naming types imported only for type checkers: keep them as strings
+        signature = inspect.signature(factory)
     named = {name: p for name, p in signature.parameters.items()
              if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())

@@ -135,7 +135,11 @@ class PolicyServer:
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.REP)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(f"tcp://{host}:{port or '*'}")
+        try:
+            self._socket.bind(f"tcp://{host}:{port or '*'}")
+        except zmq.ZMQError as exc:
+            self.close()
+            raise OSError(f"policy server cannot listen on {host}:{port}: {exc}") from exc
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.port = int(self.address.rsplit(":", 1)[1])
         self._running = False
@@ -288,7 +292,8 @@ class RemotePolicy:
 
     def close(self) -> None:
         self._socket.close()
-        self._context.term()
+        if not self._context.closed:
+            self._context.term()
 
     def __enter__(self) -> RemotePolicy:
         return self

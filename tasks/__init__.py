@@ -4,12 +4,17 @@ Importing this package registers every task; building one needs only robosuite a
 are made from primitives in `tasks/assets.py`).
 """
 
+import logging
 import os
 
 # Headless rendering and one BLAS/OpenMP thread per worker process, unless the user chose otherwise.
 for _var, _value in (("MUJOCO_GL", "egl"), ("PYOPENGL_PLATFORM", "egl"), ("OMP_NUM_THREADS", "1"),
                      ("OPENBLAS_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
     os.environ.setdefault(_var, _value)
+
+# robosuite logs a page of warnings at import (no private macros, no robosuite_models, no mink IK), none
+# of which apply here; keep its errors.
+logging.getLogger("robosuite_logs").addFilter(lambda record: record.levelno >= logging.ERROR)
 
 import gymnasium as _gym  # noqa: E402
 

@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field, replace
 
+import mujoco
 import numpy as np
 
 # Friction of everything the hands touch: sliding, torsional, rolling.
@@ -30,7 +31,7 @@ class Part:
     size: tuple[float, ...]
     pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
     rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
-    euler: tuple[float, float, float] | None = None   # radians, xyz
+    quat: tuple[float, float, float, float] | None = None   # orientation (w, x, y, z)
     collide: bool = True
 
     def scaled(self, s: float) -> Part:
@@ -62,16 +63,20 @@ class Part:
         else:
             ext = (sz[0],) * 3
         ext = np.asarray(ext, dtype=float)
-        return ext if self.euler is None else np.abs(_euler_matrix(self.euler)) @ ext
+        if self.quat is None:
+            return ext
+        rotation = np.zeros(9)
+        mujoco.mju_quat2Mat(rotation, np.asarray(self.quat, dtype=float))
+        return np.abs(rotation.reshape(3, 3)) @ ext
 
 
-def _euler_matrix(euler) -> np.ndarray:
-    """MuJoCo's default `eulerseq="xyz"` (intrinsic): R = Rx @ Ry @ Rz."""
-    (cx, cy, cz), (sx, sy, sz) = np.cos(euler), np.sin(euler)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rx @ ry @ rz
+def _rot(axis: str, angle: float, then: tuple | None = None) -> tuple:
+    """Quaternion of a rotation by `angle` about `axis`, applied in the frame of `then` if given."""
+    q = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(q, np.eye(3)["xyz".index(axis)], angle)
+    if then is not None:
+        mujoco.mju_mulQuat(q, np.asarray(then, dtype=float), q.copy())
+    return tuple(float(v) for v in q)
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ def _ring(radius, height, thickness, n, rgba, z0=0.0, flare=0.0):
         a = 2 * math.pi * i / n
         parts.append(Part("box", (thickness / 2, seg, height / 2),
                           (radius * math.cos(a), radius * math.sin(a), z0 + height / 2), rgba,
-                          euler=(0.0, -flare, a)))
+                          quat=_rot("y", flare, then=_rot("z", a))))
     return parts
 
 
@@ -198,15 +203,15 @@ OBJECTS: dict[str, Asset] = {a.name: a for a in [
                    Part("cylinder", (0.015, 0.02), (0, 0, 0.28), _rgba(0.5, 0.05, 0.1))), 0.75),
     Asset("milk", (Part("box", (0.035, 0.035, 0.085), (0, 0, 0.085), WHITE),
                    Part("box", (0.0355, 0.0355, 0.03), (0, 0, 0.07), _rgba(0.15, 0.35, 0.8), collide=False),
-                   Part("box", (0.035, 0.025, 0.015), (0, 0, 0.185), WHITE, euler=(0.6, 0, 0))), 0.6),
+                   Part("box", (0.035, 0.025, 0.015), (0, 0, 0.185), WHITE, quat=_rot("x", 0.6))), 0.6),
     Asset("potato", (Part("ellipsoid", (0.045, 0.032, 0.028), (0, 0, 0.028), _rgba(0.62, 0.45, 0.27)),), 0.2),
     Asset("sweet_potato", (Part("ellipsoid", (0.07, 0.03, 0.028), (0, 0, 0.028), _rgba(0.55, 0.25, 0.22)),), 0.25),
     Asset("bell_pepper", (Part("ellipsoid", (0.04, 0.04, 0.042), (0, 0, 0.042), _rgba(0.85, 0.1, 0.05)),
                           Part("cylinder", (0.006, 0.01), (0, 0, 0.09), _rgba(0.2, 0.5, 0.15))), 0.17),
     Asset("lemon", (Part("ellipsoid", (0.042, 0.031, 0.031), (0, 0, 0.031), _rgba(0.98, 0.86, 0.1)),), 0.12),
-    Asset("croissant", (Part("capsule", (0.026, 0.035), (0, 0, 0.026), _rgba(0.82, 0.55, 0.22), euler=(math.pi / 2, 0, 0)),
-                        Part("capsule", (0.018, 0.02), (0.02, 0.055, 0.018), _rgba(0.78, 0.5, 0.2), euler=(math.pi / 2, 0, 0.6)),
-                        Part("capsule", (0.018, 0.02), (0.02, -0.055, 0.018), _rgba(0.78, 0.5, 0.2), euler=(math.pi / 2, 0, -0.6))), 0.08),
+    Asset("croissant", (Part("capsule", (0.026, 0.035), (0, 0, 0.026), _rgba(0.82, 0.55, 0.22), quat=_rot("x", math.pi / 2)),
+                        Part("capsule", (0.018, 0.02), (0.02, 0.055, 0.018), _rgba(0.78, 0.5, 0.2), quat=_rot("x", math.pi / 2, then=_rot("z", 0.6))),
+                        Part("capsule", (0.018, 0.02), (0.02, -0.055, 0.018), _rgba(0.78, 0.5, 0.2), quat=_rot("x", math.pi / 2, then=_rot("z", -0.6)))), 0.08),
     Asset("pear", (Part("sphere", (0.036,), (0, 0, 0.036), _rgba(0.75, 0.8, 0.3)),
                    Part("sphere", (0.024,), (0, 0, 0.076), _rgba(0.75, 0.8, 0.3)),
                    Part("cylinder", (0.003, 0.01), (0, 0, 0.105), _rgba(0.35, 0.25, 0.1), collide=False)), 0.18),
@@ -217,7 +222,7 @@ OBJECTS: dict[str, Asset] = {a.name: a for a in [
     Asset("tomato", (Part("ellipsoid", (0.036, 0.036, 0.031), (0, 0, 0.031), _rgba(0.9, 0.15, 0.1)),
                      Part("cylinder", (0.01, 0.002), (0, 0, 0.062), _rgba(0.2, 0.5, 0.15), collide=False)), 0.12),
     Asset("eggplant", (Part("ellipsoid", (0.08, 0.035, 0.034), (0, 0, 0.034), _rgba(0.3, 0.1, 0.35)),
-                       Part("cylinder", (0.014, 0.012), (0.08, 0, 0.034), _rgba(0.2, 0.45, 0.15), euler=(0, math.pi / 2, 0))), 0.3),
+                       Part("cylinder", (0.014, 0.012), (0.08, 0, 0.034), _rgba(0.2, 0.45, 0.15), quat=_rot("y", math.pi / 2))), 0.3),
 ]}
 
 # ---------------------------------------------------------------- sources and targets
@@ -339,8 +344,8 @@ def _geom_xml(p: Part, friction, density, name=None) -> str:
     attrs = [f'type="{p.kind}"', f'size="{_f(p.size)}"', f'pos="{_f(p.pos)}"', f'rgba="{_f(p.rgba)}"']
     if name:
         attrs.append(f'name="{name}"')
-    if p.euler is not None:
-        attrs.append(f'euler="{_f(p.euler)}"')
+    if p.quat is not None:
+        attrs.append(f'quat="{_f(p.quat)}"')
     if p.collide:
         attrs += [f'friction="{_f(friction)}"', 'condim="4"', f'density="{density:.6g}"', 'group="0"',
                   'solref="0.004 1"', 'solimp="0.95 0.99 0.001"']

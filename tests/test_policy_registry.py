@@ -83,21 +83,40 @@ def test_missing_required_argument_is_named():
         make_policy("replay")
 
 
+class Recorder:
+    """A policy that keeps the arguments it was built with."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def reset(self, task, instruction):
+        pass
+
+    def get_action(self, obs):
+        return {}
+
+
 def test_string_arguments_become_the_annotated_types(registry):
     @register_policy("typed", "a factory with one parameter of each convertible type")
     def typed(count: int = 0, gain: float = 1.0, flag: bool = False, path: Path | None = None,
               label: str = "", token: str | None = None):
-        return dict(count=count, gain=gain, flag=flag, path=path, label=label, token=token)
+        return Recorder(count=count, gain=gain, flag=flag, path=path, label=label, token=token)
 
     made = make_policy("typed", count="3", gain="0.25", flag="true", path="/tmp/data", label="7", token="abc")
-    assert made == dict(count=3, gain=0.25, flag=True, path=Path("/tmp/data"), label="7", token="abc")
-    assert make_policy("typed", count=5, flag=True)["count"] == 5  # non-strings pass through
+    assert made.kwargs == dict(count=3, gain=0.25, flag=True, path=Path("/tmp/data"), label="7", token="abc")
+    assert make_policy("typed", count=5, flag=True).kwargs["count"] == 5  # non-strings pass through
     for text, value in [("1", True), ("Yes", True), ("on", True), ("0", False), ("False", False), ("off", False)]:
-        assert make_policy("typed", flag=text)["flag"] is value
+        assert make_policy("typed", flag=text).kwargs["flag"] is value
     with pytest.raises(PolicyArgumentError, match="'flag' expects bool, got 'maybe'"):
         make_policy("typed", flag="maybe")
     with pytest.raises(PolicyArgumentError, match="'count' expects int, got '1.5'"):
         make_policy("typed", count="1.5")
+
+
+def test_a_factory_must_build_a_policy(registry):
+    register_policy("number", "builds a number, not a policy")(lambda: 42)
+    with pytest.raises(TypeError, match="returned a 'int' object, which lacks reset"):
+        make_policy("number")
 
 
 def test_a_taken_name_cannot_be_registered_by_another_factory(registry):
@@ -112,6 +131,12 @@ def test_third_party_entry_points_register_factories_and_modules(tmp_path, monke
 
             def __init__(self, gain: float = 1.0):
                 self.gain = gain
+
+            def reset(self, task, instruction):
+                pass
+
+            def get_action(self, obs):
+                return {}
     '''))
     (tmp_path / "lda_bench_test_plugin_module.py").write_text(textwrap.dedent('''
         from lda_bench.policy import register_policy
