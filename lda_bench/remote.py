@@ -263,7 +263,7 @@ class RemotePolicy:
             self.call("reset", {"options": {"task": task, "instruction": instruction}})
             self._server_has_reset = True
         except RemotePolicyError as exc:
-            if isinstance(exc, RemoteTimeoutError) or UNKNOWN_ENDPOINT not in str(exc):
+            if UNKNOWN_ENDPOINT not in str(exc):
                 raise
             self._server_has_reset = False
 
