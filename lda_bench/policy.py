@@ -22,10 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from tasks.robot import ACTION_DIMS, ACTION_KEYS
-
-VIDEO_KEY = "video.ego_view"
-LANGUAGE_KEY = "annotation.human.coarse_action"
+from tasks.layout import ACTION_DIMS, ACTION_KEYS, LANGUAGE_KEY, VIDEO_KEY
 STATE_KEYS = {part: f"state.{part}" for part in ACTION_KEYS}
 CHUNK_KEYS = {part: f"action.{part}" for part in ACTION_KEYS}
 

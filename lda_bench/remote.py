@@ -31,7 +31,7 @@ import zmq
 
 from lda_bench.policy import (CHUNK_KEYS, LANGUAGE_KEY, VIDEO_KEY, InvalidChunkError, Policy, make_policy,
                               register_policy, validate_chunk)
-from tasks.robot import ACTION_DIMS, ACTION_KEYS
+from tasks.layout import ACTION_DIMS, ACTION_KEYS
 
 log = logging.getLogger(__name__)
 

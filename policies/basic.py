@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from lda_bench.policy import CHUNK_KEYS, current_state, register_policy
-from tasks.robot import ACTION_DIMS, ACTION_KEYS, HAND_RANGE
+from tasks.layout import ACTION_DIMS, ACTION_KEYS, HAND_RANGE
 
 HANDS = ("left_hand", "right_hand")
 

@@ -7,10 +7,8 @@ are made from primitives in `tasks/assets.py`).
 import logging
 import os
 
-# Headless rendering and one BLAS/OpenMP thread per worker process, unless the user chose otherwise.
-for _var, _value in (("MUJOCO_GL", "egl"), ("PYOPENGL_PLATFORM", "egl"), ("OMP_NUM_THREADS", "1"),
-                     ("OPENBLAS_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
-    os.environ.setdefault(_var, _value)
+# Headless rendering unless the user chose otherwise (mujoco reads this when it is first imported).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 # robosuite logs a page of warnings at import (no private macros, no robosuite_models, no mink IK), none
 # of which apply here; keep its errors.
@@ -26,10 +24,15 @@ MAX_EPISODE_STEPS = 720
 def _register() -> None:
     for spec in TASKS:
         if spec.gym_id not in _gym.registry:
-            _gym.register(spec.gym_id, entry_point="tasks.env:GR1TabletopEnv", kwargs={"task": spec.name},
+            _gym.register(spec.gym_id, entry_point="tasks.env:make_env", kwargs={"task": spec.name},
                           max_episode_steps=MAX_EPISODE_STEPS)
 
 
 _register()
 
-__all__ = ["TASKS", "TaskSpec", "UnknownTaskError", "get_task", "resolve_tasks", "MAX_EPISODE_STEPS"]
+def make(task: str, **kwargs):
+    """`gymnasium.make` by any task name (paper name, gym ID or upstream class), with the 720-step limit."""
+    return _gym.make(get_task(task).gym_id, **kwargs)
+
+
+__all__ = ["make", "TASKS", "TaskSpec", "UnknownTaskError", "get_task", "resolve_tasks", "MAX_EPISODE_STEPS"]

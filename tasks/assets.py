@@ -374,7 +374,10 @@ def to_mjcf(a: Asset) -> str:
                   f'damping="{j.damping}" frictionloss="{j.frictionloss}" armature="0.01"/>'
                   f"{jgeoms}</body>")
     r = a.horizontal_radius
-    return (f'<mujoco model="{a.name}"><worldbody><body><body name="object">{"".join(geoms)}{moving}</body>'
+    # Movable assets compile with gravity compensation on, so that MuJoCo keeps computing it: the scene
+    # switches it off for the instances in play and leaves it on for the ones it parks.
+    gravcomp = "" if a.kind == "fixture" else ' gravcomp="1"'
+    return (f'<mujoco model="{a.name}"><worldbody><body><body name="object"{gravcomp}>{"".join(geoms)}{moving}</body>'
             f'<site rgba="0 0 0 0" size="0.005" pos="0 0 {a.bottom:.6g}" name="bottom_site"/>'
             f'<site rgba="0 0 0 0" size="0.005" pos="0 0 {a.top:.6g}" name="top_site"/>'
             f'<site rgba="0 0 0 0" size="0.005" pos="{r:.6g} {r:.6g} 0" name="horizontal_radius_site"/>'

@@ -8,20 +8,19 @@ Observations: `video.ego_view` (uint8 HxWx3 from the head camera), `state.left_a
 
 from __future__ import annotations
 
-import weakref
+import atexit
+from collections import OrderedDict
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 
 from tasks import success
-from tasks.robot import ACTION_DIMS, ACTION_KEYS, HAND_RANGE, ROBOSUITE_SLICES
+from tasks.layout import ACTION_DIMS, ACTION_KEYS, HAND_RANGE, LANGUAGE_KEY, ROBOSUITE_SLICES, VIDEO_KEY
 from tasks.sampling import SceneSample, sample_scene, validate_seed
 from tasks.scene import EGOVIEW, HAND_DRIVE_INDEX, TabletopScene
 from tasks.specs import TaskSpec, get_task
 
-LANGUAGE_KEY = "annotation.human.coarse_action"
-VIDEO_KEY = "video.ego_view"
 _TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'-"
 # Robot parts the head camera never sees; leaving them out of the egoview makes it ~5x cheaper to draw.
 _EGOVIEW_PARTS = tuple(f"robot0_{side}_{link}" for side in "rl" for link in ("upper", "lower", "hand")) + (
@@ -52,14 +51,14 @@ class GR1TabletopEnv(gym.Env):
         for hand in ("right_hand", "left_hand"):
             self._qpos_index[hand] = self._qpos_index[hand][HAND_DRIVE_INDEX]
         low, high = self._joint_bounds()
-        self.action_space = gym.spaces.Dict({
-            f"action.{k}": gym.spaces.Box(low[k], high[k], dtype=np.float64) for k in ACTION_KEYS})
+        # OrderedDicts keep GR00T's key order (a plain dict would be sorted by gymnasium).
+        self.action_space = gym.spaces.Dict(OrderedDict(
+            (f"action.{k}", gym.spaces.Box(low[k], high[k], dtype=np.float64)) for k in ACTION_KEYS))
         h, w = self.image_hw
-        self.observation_space = gym.spaces.Dict({
-            VIDEO_KEY: gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8),
-            **{f"state.{k}": gym.spaces.Box(low[k] - 0.1, high[k] + 0.1, dtype=np.float64) for k in ACTION_KEYS},
-            LANGUAGE_KEY: gym.spaces.Text(max_length=256, min_length=1, charset=_TEXT_CHARSET),
-        })
+        self.observation_space = gym.spaces.Dict(OrderedDict(
+            [(VIDEO_KEY, gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8))]
+            + [(f"state.{k}", gym.spaces.Box(low[k] - 0.1, high[k] + 0.1, dtype=np.float64)) for k in ACTION_KEYS]
+            + [(LANGUAGE_KEY, gym.spaces.Text(max_length=256, min_length=1, charset=_TEXT_CHARSET))]))
         self._renderer: mujoco.Renderer | None = None
         self._scene_option = mujoco.MjvOption()
         self.sample: SceneSample | None = None
@@ -93,8 +92,10 @@ class GR1TabletopEnv(gym.Env):
     # ------------------------------------------------------------ gym API
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            validate_seed(seed)
         super().reset(seed=seed)
-        scene_seed = validate_seed(seed) if seed is not None else int(self.np_random.integers(2**31))
+        scene_seed = seed if seed is not None else int(self.np_random.integers(2**31))
         self.sample = sample_scene(self.spec_, scene_seed)
         mujoco.mj_resetData(self._model, self._data)
         self.scene.apply(self.sample)
@@ -165,7 +166,7 @@ class GR1TabletopEnv(gym.Env):
         h, w = self.image_hw
         m.vis.global_.offwidth, m.vis.global_.offheight = max(w, m.vis.global_.offwidth), max(h, m.vis.global_.offheight)
         renderer = mujoco.Renderer(m, h, w)
-        weakref.finalize(self, renderer.close)  # release the EGL context before interpreter teardown
+        atexit.register(renderer.close)  # runs before mujoco's own atexit terminates the EGL display
         for flag in (mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_HAZE):
             renderer.scene.flags[flag] = 0
         return renderer
@@ -175,6 +176,23 @@ class GR1TabletopEnv(gym.Env):
             self._renderer.close()
             self._renderer = None
         self.scene.close()
+
+
+BACKENDS = ("lda_bench", "robocasa")
+
+
+def make_env(task: str | TaskSpec, image_size: int | tuple[int, int] = 224, backend: str = "lda_bench",
+             render_mode: str | None = "rgb_array") -> gym.Env:
+    """Build a task with this suite's own scenes (`lda_bench`) or upstream's robocasa package (`robocasa`)."""
+    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    hw = _image_hw(image_size)
+    if backend == "lda_bench":
+        return GR1TabletopEnv(spec, image_size=hw, render_mode=render_mode)
+    if backend == "robocasa":
+        from tasks.upstream import make_upstream_env
+
+        return make_upstream_env(spec, hw)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def _image_hw(image_size) -> tuple[int, int]:

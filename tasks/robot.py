@@ -15,28 +15,10 @@ from robosuite.robots import register_robot_class
 ROBOT_NAME = "GR1ArmsAndWaistFourierHands"
 CONTROL_FREQ = 20
 
-# GR00T's key order for the 29-dim action (and the matching `state.*` keys).
-ACTION_KEYS = ("left_arm", "right_arm", "left_hand", "right_hand", "waist")
-ACTION_DIMS = {"left_arm": 7, "right_arm": 7, "left_hand": 6, "right_hand": 6, "waist": 3}
-ACTION_DIM = sum(ACTION_DIMS.values())
-
-# Where each part sits in robosuite's flat action for this robot (from the composite controller's
-# split indexes: right arm, left arm, torso, right hand, left hand); `tests/test_robot.py` checks it
-# against a live environment.
-ROBOSUITE_SLICES = {
-    "right_arm": slice(0, 7),
-    "left_arm": slice(7, 14),
-    "waist": slice(14, 17),
-    "right_hand": slice(17, 23),
-    "left_hand": slice(23, 29),
-}
-ROBOSUITE_PART = {"right_arm": "right", "left_arm": "left", "waist": "torso",
-                  "right_hand": "right_gripper", "left_hand": "left_gripper"}
+from tasks.layout import ACTION_DIM, ACTION_KEYS, ROBOSUITE_SLICES
 
 # Arm pose at rest (elbows bent, hands in front of the torso), before the per-episode perturbation.
 ARM_REST = {"right_arm": [0.0, -0.1, 0.0, -1.57, 0.0, 0.0, 0.0], "left_arm": [0.0, 0.1, 0.0, -1.57, 0.0, 0.0, 0.0]}
-# The Fourier hand's 6 values (pinky, ring, middle, index, thumb bend, thumb rotation) drive 11 finger joints.
-HAND_RANGE = (0.0, 1.74)
 
 
 @register_robot_class("LeggedRobot")

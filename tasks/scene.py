@@ -43,6 +43,7 @@ class Body:
     qpos_addr: int = -1
     qvel_addr: int = -1
     geom_ids: np.ndarray | None = None
+    subtree: np.ndarray | None = None        # the asset's bodies (the free root and the body holding geoms)
     moving_body_id: int = -1                 # fixtures: the drawer or door body
     joint_qpos_addr: int = -1                # fixtures: the drawer or door joint
 
@@ -95,8 +96,8 @@ class TabletopScene(ManipulationEnv):
         m = self.sim.model._model
         for key, b in self.bodies.items():
             b.body_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b.obj.root_body)
-            subtree = [i for i in range(m.nbody) if _is_descendant(m, i, b.body_id)]
-            b.geom_ids = np.flatnonzero(np.isin(m.geom_bodyid, subtree) & (m.geom_contype | m.geom_conaffinity > 0))
+            b.subtree = np.array([i for i in range(m.nbody) if _is_descendant(m, i, b.body_id)])
+            b.geom_ids = np.flatnonzero(np.isin(m.geom_bodyid, b.subtree) & (m.geom_contype | m.geom_conaffinity > 0))
             if b.free:
                 jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, b.obj.joints[0])
                 b.qpos_addr, b.qvel_addr = m.jnt_qposadr[jid], m.jnt_dofadr[jid]
@@ -142,13 +143,13 @@ class TabletopScene(ManipulationEnv):
                 pos = np.array([x, y, z - b.asset.bottom + 0.001])
                 quat = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
                 m.geom_contype[b.geom_ids], m.geom_conaffinity[b.geom_ids] = contype[b.geom_ids], conaffinity[b.geom_ids]
-                m.body_gravcomp[b.body_id] = 0.0
+                m.body_gravcomp[b.subtree] = 0.0
             else:
                 pos, quat = PARK_ORIGIN + np.array([parked * 0.5, 0.0, 0.0]), np.array([1.0, 0, 0, 0])
                 parked += 1
                 m.geom_contype[b.geom_ids] = 0
                 m.geom_conaffinity[b.geom_ids] = 0
-                m.body_gravcomp[b.body_id] = 1.0
+                m.body_gravcomp[b.subtree] = 1.0
             d.qpos[b.qpos_addr:b.qpos_addr + 7] = np.concatenate([pos, quat])
             d.qvel[b.qvel_addr:b.qvel_addr + 6] = 0.0
         if self.spec.fixture:

@@ -36,6 +36,10 @@ class TaskSpec:
         return f"{GYM_NAMESPACE}/{self.slug}-v0"
 
     @property
+    def upstream_gym_id(self) -> str:
+        return f"gr1_unified/{self.upstream_class}_GR1ArmsAndWaistFourierHands_Env"
+
+    @property
     def slug(self) -> str:
         return self.name.replace(" ", "")
 
@@ -69,10 +73,6 @@ _NOVEL_PAIRS = [  # source, target, in Table VI's order
 ]
 
 
-def _camel(asset: str) -> str:
-    return "".join(part.capitalize() for part in asset.split("_"))
-
-
 def _paper_word(asset: str) -> str:
     return asset.replace("_", "").capitalize()
 
@@ -88,7 +88,7 @@ def _build_table() -> tuple[TaskSpec, ...]:
         TaskSpec(name=f"PnP Novel From {_paper_word(src)} To {_paper_word(dst)}", family="novel",
                  objects=NOVEL_OBJECTS, fixture=None, source=src, target=dst, hand="right", object_scale=1.0,
                  instruction_template="pick the {obj} from the {src} and place it in the {dst}",
-                 upstream_class=f"PosttrainPnPNovelFrom{_camel(src)}To{_camel(dst)}SplitA")
+                 upstream_class=f"PosttrainPnPNovelFrom{_paper_word(src)}To{_paper_word(dst)}SplitA")
         for src, dst in _NOVEL_PAIRS
     ]
     return tuple(specs)
@@ -106,7 +106,7 @@ def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower().removeprefix(f"{GYM_NAMESPACE}/").removesuffix("-v0"))
 
 
-_BY_KEY = {_key(k): t for t in TASKS for k in (t.name, t.gym_id, t.upstream_class)}
+_BY_KEY = {_key(k): t for t in TASKS for k in (t.name, t.gym_id, t.upstream_class, t.upstream_gym_id)}
 
 
 def get_task(name: str) -> TaskSpec:

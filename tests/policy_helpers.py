@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from lda_bench.policy import LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY
-from tasks.robot import ACTION_DIMS
+from tasks.layout import ACTION_DIMS
 
 INSTRUCTION = "pick up the can, place it into the drawer and close the drawer"
 

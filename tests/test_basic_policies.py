@@ -12,7 +12,7 @@ import pytest
 from lda_bench.policy import CHUNK_KEYS, STATE_KEYS, make_policy, validate_chunk
 from policies.basic import LeRobotDataset
 from policy_helpers import INSTRUCTION, make_observation
-from tasks.robot import ACTION_DIMS, HAND_RANGE
+from tasks.layout import ACTION_DIMS, HAND_RANGE
 
 FIXTURE = Path(__file__).parents[2] / "shared/fixtures/lerobot_v21_sim_pick_place"
 needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"LeRobot v2.1 fixture not found at {FIXTURE}")

@@ -14,7 +14,7 @@ from lda_bench.policy import (CHUNK_KEYS, InvalidChunkError, PolicyArgumentError
                               available_policies, make_policy, policy_arguments, register_policy,
                               validate_chunk)
 from policy_helpers import INSTRUCTION, make_observation
-from tasks.robot import ACTION_DIMS, ACTION_KEYS
+from tasks.layout import ACTION_DIMS, ACTION_KEYS
 
 REPO = Path(__file__).parents[1]
 

@@ -22,7 +22,7 @@ from lda_bench.policy import CHUNK_KEYS, STATE_KEYS, make_policy
 from lda_bench.remote import (PolicyServer, RemotePolicy, RemotePolicyError, RemoteTimeoutError, pack,
                               unpack)
 from policy_helpers import INSTRUCTION, make_observation
-from tasks.robot import ACTION_DIMS, ACTION_KEYS
+from tasks.layout import ACTION_DIMS, ACTION_KEYS
 
 REPO = Path(__file__).parents[1]
 TASK = "PnP Can To Drawer Close"

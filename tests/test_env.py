@@ -1,0 +1,137 @@
+import hashlib
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import tasks
+from conftest import FAMILY_TASKS
+from tasks.layout import ACTION_DIMS, ACTION_KEYS
+
+STATE_KEYS = [f"state.{k}" for k in ACTION_KEYS]
+
+
+@pytest.mark.parametrize("task", FAMILY_TASKS)
+def test_gymnasium_checker_and_observation_layout(task_env, task):
+    env = task_env(task)
+    check_env(env, skip_render_check=False)
+    obs, info = env.reset(seed=0)
+    assert obs["video.ego_view"].dtype == np.uint8 and obs["video.ego_view"].shape == (224, 224, 3)
+    for key in STATE_KEYS:
+        assert obs[key].shape == (ACTION_DIMS[key.split(".")[1]],)
+    assert obs["annotation.human.coarse_action"] == env.spec_.instruction(env.sample.object)
+    assert info["success"] is False
+    assert obs["video.ego_view"].std() > 10      # a picture, not a blank frame
+
+
+def test_gym_make_by_id_with_time_limit():
+    env = gym.make("lda_bench/PnPCanToDrawerClose-v0", image_size=(64, 96))
+    obs, _ = env.reset(seed=3)
+    assert obs["video.ego_view"].shape == (64, 96, 3)
+    action = {f"action.{k}": obs[f"state.{k}"] for k in ACTION_KEYS}
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert set(info) >= {"success"} and reward == 0.0 and not terminated and not truncated
+    assert env.spec.max_episode_steps == 720
+    env.close()
+
+
+def test_action_space_is_the_joint_limits(task_env):
+    env = task_env("PnP Can To Drawer Close")
+    space = env.action_space
+    assert list(space.keys()) == [f"action.{k}" for k in ACTION_KEYS]
+    m = env.scene.sim.model._model
+    import mujoco
+    jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "robot0_r_elbow_pitch")
+    np.testing.assert_allclose(space["action.right_arm"].low[3], m.jnt_range[jid, 0])
+    np.testing.assert_allclose(space["action.right_arm"].high[3], m.jnt_range[jid, 1])
+    assert space["action.left_hand"].low.min() == 0.0 and space["action.left_hand"].high.max() == pytest.approx(1.74)
+
+
+def test_bad_actions_are_named(task_env):
+    env = task_env("PnP Can To Drawer Close")
+    obs, _ = env.reset(seed=0)
+    action = {f"action.{k}": obs[f"state.{k}"] for k in ACTION_KEYS}
+    with pytest.raises(KeyError, match="action.waist"):
+        env.step({k: v for k, v in action.items() if k != "action.waist"})
+    with pytest.raises(ValueError, match="action.left_hand"):
+        env.step({**action, "action.left_hand": np.zeros(5)})
+    with pytest.raises(ValueError, match="finite"):
+        env.step({**action, "action.right_arm": np.full(7, np.nan)})
+
+
+def _scene_fingerprint(task: str, seed: int) -> dict:
+    from tasks.env import GR1TabletopEnv
+
+    env = GR1TabletopEnv(task)
+    obs, info = env.reset(seed=seed)
+    state = np.concatenate([obs[k] for k in STATE_KEYS])
+    d = env.scene.sim.data._data
+    return {"scene": info["scene"], "state": np.round(state, 9).tolist(), "qpos": hashlib.sha1(np.round(d.qpos, 9).tobytes()).hexdigest()}
+
+
+def test_same_seed_same_scene_in_another_process_and_order(task_env):
+    task = "PnP Novel From Tray To Tieredshelf"
+    env = task_env(task)
+    # In this process: seeds visited in one order, then again in the other order.
+    first = {}
+    for seed in (11, 12):
+        obs, info = env.reset(seed=seed)
+        first[seed] = info["scene"]
+    for seed in (12, 11):
+        assert env.reset(seed=seed)[1]["scene"] == first[seed]
+    assert first[11] != first[12]
+    here = _scene_fingerprint(task, 12)
+    code = (f"import json, sys; sys.path.insert(0, 'tests'); from test_env import _scene_fingerprint; "
+            f"print(json.dumps(_scene_fingerprint({task!r}, 12)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    there = json.loads(out.stdout.strip().splitlines()[-1])
+    assert there == json.loads(json.dumps(here))
+
+
+def test_scene_is_settled_before_the_first_observation(task_env):
+    env = task_env("PnP Novel From Plate To Bowl")
+    for seed in range(3):
+        env.reset(seed=seed)
+        d = env.scene.sim.data._data
+        for key, body in env.scene.bodies.items():
+            if body.free:
+                speed = np.linalg.norm(d.qvel[body.qvel_addr:body.qvel_addr + 3])
+                assert speed < 0.05, f"{key} still moving at {speed:.3f} m/s after reset (seed {seed})"
+        assert env.conditions()["container_upright"]
+
+
+def test_unseeded_resets_differ_but_follow_the_env_seed(task_env):
+    env = task_env("PnP Novel From Plate To Bowl")
+    env.reset(seed=100)
+    a = env.reset()[1]["seed"]
+    env.reset(seed=100)
+    b = env.reset()[1]["seed"]
+    assert a == b
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", True])
+def test_invalid_seed_is_refused(task_env, seed):
+    with pytest.raises((ValueError, TypeError), match="seed"):
+        task_env("PnP Can To Drawer Close").reset(seed=seed)
+
+
+@pytest.mark.parametrize("size", [0, 4, (224,), "224", 5000])
+def test_invalid_image_size_is_refused(size):
+    with pytest.raises(ValueError, match="image_size"):
+        tasks.make("PnP Can To Drawer Close", image_size=size)
+
+
+def test_unknown_backend_and_missing_upstream_are_explained():
+    with pytest.raises(ValueError, match="lda_bench, robocasa"):
+        tasks.make("PnP Can To Drawer Close", backend="isaac")
+    try:
+        import robocasa  # noqa: F401
+        pytest.skip("upstream robocasa is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="robocasa-gr1-tabletop-tasks"):
+        tasks.make("PnP Can To Drawer Close", backend="robocasa")
