@@ -230,7 +230,7 @@ OBJECTS: dict[str, Asset] = {a.name: a for a in [
 CONTAINERS: dict[str, Asset] = {
     "cutting_board": Asset("cutting_board", (Part("box", (0.15, 0.11, 0.01), (0, 0, 0.01), WOOD),), 0.8,
                            interior=Region((0, 0, 0.06), (0.15, 0.11, 0.04)), kind="container"),
-    "placemat": Asset("placemat", (Part("box", (0.16, 0.12, 0.003), (0, 0, 0.003), _rgba(0.25, 0.45, 0.65)),), 0.15,
+    "placemat": Asset("placemat", (Part("box", (0.16, 0.12, 0.005), (0, 0, 0.005), _rgba(0.25, 0.45, 0.65)),), 0.15,
                       interior=Region((0, 0, 0.05), (0.16, 0.12, 0.045)), kind="container"),
     "plate": Asset("plate", tuple([Part("cylinder", (0.09, 0.005), (0, 0, 0.005), WHITE)]
                                   + _ring(0.1, 0.016, 0.02, 14, WHITE, z0=0.012, flare=0.5)), 0.4,

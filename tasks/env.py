@@ -136,6 +136,8 @@ class GR1TabletopEnv(gym.Env):
         self.elapsed_steps += 1
 
     def _success(self) -> bool:
+        if not self.spec_.fixture and not success.hands_away(self.scene, f"obj_{self.sample.object}"):
+            return False
         return success.is_success(self.conditions())
 
     def conditions(self) -> dict[str, bool]:
@@ -165,7 +167,12 @@ class GR1TabletopEnv(gym.Env):
         self._scene_option.geomgroup[_HIDDEN_GROUP] = 0
         h, w = self.image_hw
         m.vis.global_.offwidth, m.vis.global_.offheight = max(w, m.vis.global_.offwidth), max(h, m.vis.global_.offheight)
-        renderer = mujoco.Renderer(m, h, w)
+        try:
+            renderer = mujoco.Renderer(m, h, w)
+        except mujoco.FatalError as e:
+            raise RuntimeError(
+                f"cannot open an OpenGL context for the egoview ({e}); headless machines need MUJOCO_GL=egl (or "
+                f"osmesa) set before mujoco is first imported: import `tasks` first, or export MUJOCO_GL=egl") from e
         atexit.register(renderer.close)  # runs before mujoco's own atexit terminates the EGL display
         for flag in (mujoco.mjtRndFlag.mjRND_SKYBOX, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_HAZE):
             renderer.scene.flags[flag] = 0

@@ -30,6 +30,7 @@ TABLE_TOP_Z = 0.8
 PARK_ORIGIN = np.array([0.0, 0.0, -5.0])      # unused instances wait here, under the floor, out of view
 SETTLE_STEPS = 4                               # control steps after placing, before the first observation
 EGOVIEW = "robot0_egoview"
+HAND_SITES = ("gripper0_right_grip_site", "gripper0_left_grip_site")   # where success measures the hands
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Body:
     body_id: int = -1
     qpos_addr: int = -1
     qvel_addr: int = -1
-    geom_ids: np.ndarray | None = None
+    geom_ids: np.ndarray | None = None       # its colliding geoms
+    geom_mask: np.ndarray | None = None      # the same as a boolean mask over all geoms (fast contact checks)
     subtree: np.ndarray | None = None        # the asset's bodies (the free root and the body holding geoms)
     moving_body_id: int = -1                 # fixtures: the drawer or door body
     joint_qpos_addr: int = -1                # fixtures: the drawer or door joint
@@ -97,7 +99,8 @@ class TabletopScene(ManipulationEnv):
         for key, b in self.bodies.items():
             b.body_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b.obj.root_body)
             b.subtree = np.array([i for i in range(m.nbody) if _is_descendant(m, i, b.body_id)])
-            b.geom_ids = np.flatnonzero(np.isin(m.geom_bodyid, b.subtree) & (m.geom_contype | m.geom_conaffinity > 0))
+            b.geom_mask = np.isin(m.geom_bodyid, b.subtree) & (m.geom_contype | m.geom_conaffinity > 0)
+            b.geom_ids = np.flatnonzero(b.geom_mask)
             if b.free:
                 jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, b.obj.joints[0])
                 b.qpos_addr, b.qvel_addr = m.jnt_qposadr[jid], m.jnt_dofadr[jid]
@@ -105,8 +108,13 @@ class TabletopScene(ManipulationEnv):
                 jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{key}_joint")
                 b.joint_qpos_addr = m.jnt_qposadr[jid]
                 b.moving_body_id = m.jnt_bodyid[jid]
-        self.table_geom_ids = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")])
+        self.table_geom_mask = np.zeros(m.ngeom, dtype=bool)
+        self.table_geom_mask[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")] = True
+        self.hand_site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name) for name in HAND_SITES]
         self._geom_defaults = (m.geom_contype.copy(), m.geom_conaffinity.copy())
+        # MuJoCo 3.9's native convex collider reports a deep false contact between an ellipsoid resting on a
+        # thin box (a lemon on the placemat is launched at reset); libccd gets it right.
+        m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_NATIVECCD
 
     def _reset_internal(self):
         super()._reset_internal()  # (re)creates robosuite's controllers, whose gains ours copy

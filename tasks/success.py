@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mujoco
 import numpy as np
 
 CLOSED_THRESHOLD = 0.005
@@ -24,7 +23,6 @@ HAND_CLEARANCE = 0.25
 CENTRE_FRACTION = 0.7
 UPRIGHT_COS = 0.8
 MIN_TIER_KEYPOINTS = 2
-HAND_SITES = ("gripper0_right_grip_site", "gripper0_left_grip_site")
 
 
 @dataclass(frozen=True)
@@ -75,12 +73,12 @@ def _to_local(d, body_id: int, points: np.ndarray) -> np.ndarray:
     return (np.atleast_2d(points) - d.xpos[body_id]) @ d.xmat[body_id].reshape(3, 3)
 
 
-def _touching(d, geoms_a: np.ndarray, geoms_b: np.ndarray) -> bool:
-    n = d.ncon
-    if n == 0:
+def _touching(d, mask_a: np.ndarray, mask_b: np.ndarray) -> bool:
+    """Whether any contact joins a geom of `mask_a` to one of `mask_b` (boolean masks over all geoms)."""
+    if d.ncon == 0:
         return False
-    g1, g2 = d.contact.geom1[:n], d.contact.geom2[:n]
-    return bool(np.any((np.isin(g1, geoms_a) & np.isin(g2, geoms_b)) | (np.isin(g2, geoms_a) & np.isin(g1, geoms_b))))
+    pairs = d.contact.geom
+    return bool(np.any((mask_a[pairs[:, 0]] & mask_b[pairs[:, 1]]) | (mask_a[pairs[:, 1]] & mask_b[pairs[:, 0]])))
 
 
 def door_state(scene) -> float:
@@ -97,11 +95,26 @@ def measure_fixture(scene, obj_key: str) -> FixtureState:
     return FixtureState(object_inside=bool(fixture.asset.interior.contains(local)[0]), door_state=door_state(scene))
 
 
+def hand_distances(scene, obj_key: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Distances of the (right, left) hands to the container and to the object."""
+    d = scene.sim.data._data
+    hands = d.site_xpos[scene.hand_site_ids]
+    to_container = np.linalg.norm(hands - d.xpos[scene.bodies["target"].body_id], axis=1)
+    to_object = np.linalg.norm(hands - d.xpos[scene.bodies[obj_key].body_id], axis=1)
+    return tuple(map(float, to_container)), tuple(map(float, to_object))
+
+
+def hands_away(scene, obj_key: str) -> bool:
+    """Condition (a) alone: cheap, and false through most of an episode, so a per-step check starts here."""
+    to_container, to_object = hand_distances(scene, obj_key)
+    return min(to_container) > HAND_CLEARANCE and min(to_object) > HAND_CLEARANCE
+
+
 def measure_novel(scene, obj_key: str, distractor_keys: list[str]) -> NovelState:
-    m, d = scene.sim.model._model, scene.sim.data._data
+    d = scene.sim.data._data
     obj, target = scene.bodies[obj_key], scene.bodies["target"]
     obj_pos, target_pos = d.xpos[obj.body_id], d.xpos[target.body_id]
-    hands = [d.site_xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name)] for name in HAND_SITES]
+    to_container, to_object = hand_distances(scene, obj_key)
     keypoints = None
     if target.asset.top_tier is not None:
         world = obj_pos + obj.asset.keypoints @ d.xmat[obj.body_id].reshape(3, 3).T
@@ -110,13 +123,13 @@ def measure_novel(scene, obj_key: str, distractor_keys: list[str]) -> NovelState
         target.asset.interior.contains(_to_local(d, target.body_id, d.xpos[scene.bodies[k].body_id]))[0]
         for k in distractor_keys)
     return NovelState(
-        hand_to_container=tuple(float(np.linalg.norm(h - target_pos)) for h in hands),
-        hand_to_object=tuple(float(np.linalg.norm(h - obj_pos)) for h in hands),
-        object_touches_container=_touching(d, obj.geom_ids, target.geom_ids),
+        hand_to_container=to_container,
+        hand_to_object=to_object,
+        object_touches_container=_touching(d, obj.geom_mask, target.geom_mask),
         object_xy_offset=float(np.linalg.norm(obj_pos[:2] - target_pos[:2])),
         container_radius=target.asset.horizontal_radius,
         keypoints_in_top_tier=keypoints,
-        object_touches_table=_touching(d, obj.geom_ids, scene.table_geom_ids),
+        object_touches_table=_touching(d, obj.geom_mask, scene.table_geom_mask),
         container_up_cos=float(d.xmat[target.body_id][8]),
         distractor_inside=bool(distractor_inside),
     )

@@ -148,7 +148,7 @@ def test_hands_far_or_near_the_container(task_env):
     scene = env.scene
     d = scene.sim.data._data
     obj = f"obj_{env.sample.object}"
-    hand = d.site_xpos[mujoco.mj_name2id(scene.sim.model._model, mujoco.mjtObj.mjOBJ_SITE, success.HAND_SITES[0])]
+    hand = d.site_xpos[scene.hand_site_ids[0]].copy()
     _place(scene, "target", np.array([0.25, 0.0, 0.81]))       # far from both hands
     _place(scene, obj, np.array([0.25, 0.0, 0.9]))
     mujoco.mj_forward(scene.sim.model._model, d)
