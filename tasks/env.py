@@ -18,7 +18,7 @@ import numpy as np
 from tasks import success
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, HAND_RANGE, LANGUAGE_KEY, ROBOSUITE_SLICES, VIDEO_KEY
 from tasks.sampling import SceneSample, sample_scene, validate_seed
-from tasks.scene import EGOVIEW, HAND_DRIVE_INDEX, TabletopScene
+from tasks.scene import EGOVIEW, TabletopScene
 from tasks.specs import TaskSpec, get_task
 
 _TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'-"
@@ -43,13 +43,8 @@ class GR1TabletopEnv(gym.Env):
         self.scene.reset()  # robosuite's own first reset builds controllers; later resets only re-place things
         m = self.scene.sim.model._model
         self._model, self._data = m, self.scene.sim.data._data
-        robot = self.scene.robots[0]
-        cc = robot.composite_controller
-        self._qpos_index = {part: np.asarray(cc.part_controllers[name].qpos_index)
-                            for part, name in (("right_arm", "right"), ("left_arm", "left"), ("waist", "torso"),
-                                               ("right_hand", "right_gripper"), ("left_hand", "left_gripper"))}
-        for hand in ("right_hand", "left_hand"):
-            self._qpos_index[hand] = self._qpos_index[hand][HAND_DRIVE_INDEX]
+        action_qpos = self.scene.control.action_qpos
+        self._qpos_index = {part: action_qpos[ROBOSUITE_SLICES[part]] for part in ACTION_KEYS}
         low, high = self._joint_bounds()
         # OrderedDicts keep GR00T's key order (a plain dict would be sorted by gymnasium).
         self.action_space = gym.spaces.Dict(OrderedDict(

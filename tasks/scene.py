@@ -177,16 +177,7 @@ class TabletopScene(ManipulationEnv):
 
     def hold_action(self) -> np.ndarray:
         """robosuite's flat action that keeps every joint where it is now (hands as they are)."""
-        robot = self.robots[0]
-        d = self.sim.data._data
-        flat = np.zeros(self.action_dim)
-        for part, (start, stop) in robot.composite_controller._action_split_indexes.items():
-            controller = robot.composite_controller.part_controllers[part]
-            q = d.qpos[controller.qpos_index]
-            if part.endswith("gripper"):
-                q = q[HAND_DRIVE_INDEX]
-            flat[start:stop] = q
-        return flat
+        return self.sim.data._data.qpos[self.control.action_qpos].copy()
 
     def reward(self, action=None):
         return 0.0
@@ -216,6 +207,14 @@ class JointTargetControl:
         self.gear = m.actuator_gear[:, 0].copy()
         self.low, self.high = m.actuator_ctrlrange[:, 0].copy(), m.actuator_ctrlrange[:, 1].copy()
         self.goal = np.zeros(sum(s.stop - s.start for s, *_ in self.arms + self.hands))
+        # The joint each action value drives (a hand value drives 1-2 finger joints: read back the first),
+        # so that the current state can be written in the action's own layout.
+        self.action_qpos = np.zeros(len(self.goal), dtype=int)
+        for sl, qi, *_ in self.arms:
+            self.action_qpos[sl] = qi
+        for sl, act, expand in self.hands:
+            first = [act[list(expand).index(k)] for k in range(sl.stop - sl.start)]
+            self.action_qpos[sl] = m.jnt_qposadr[m.actuator_trnid[first, 0]]
         self._vec, self._out = np.zeros(m.nv), np.zeros(m.nv)
 
     def set_goal(self, action) -> None:
@@ -230,11 +229,6 @@ class JointTargetControl:
             d.ctrl[act] = np.clip(torque / self.gear[act], self.low[act], self.high[act])
         for sl, act, expand in self.hands:
             d.ctrl[act] = np.clip(self.goal[sl][expand], self.low[act], self.high[act])
-
-
-# The Fourier hand's 6 values drive 11 joints (pinky, ring, middle, index: intermediate + proximal; thumb:
-# distal + proximal pitch, then proximal yaw); the proximal joint of each pair reads back the value.
-HAND_DRIVE_INDEX = np.array([1, 3, 5, 7, 9, 10])
 
 
 def _add_egoview(robot) -> None:
