@@ -6,15 +6,12 @@ run end to end without a GPU; `replay` checks that recorded demonstrations still
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 
+from lda_bench.lerobot import LeRobotDataset
 from lda_bench.policy import CHUNK_KEYS, current_state, register_policy
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, HAND_RANGE
 
@@ -55,89 +52,6 @@ class HoldPolicy:
 
     def get_action(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
         return {CHUNK_KEYS[part]: value[None] for part, value in current_state(obs).items()}
-
-
-@dataclass(frozen=True)
-class ActionSlice:
-    """Where one action key lives: `column[start:end]` of each row of an episode's parquet file."""
-
-    column: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class LeRobotDataset:
-    """The action side of a LeRobot v2.x dataset in GR00T's flavour.
-
-    GR00T's `meta/modality.json` names each action key's slice of a parquet column (`original_key`,
-    default the concatenated `action` column); some datasets instead give every key its own column.
-    Both layouts read the same way here.
-    """
-
-    root: Path
-    info: dict[str, Any]
-    action_slices: dict[str, ActionSlice]
-
-    @classmethod
-    def open(cls, root: Path | str) -> LeRobotDataset:
-        root = Path(root)
-        meta = {}
-        for name in ("info", "modality"):
-            path = root / "meta" / f"{name}.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{root} is not a LeRobot dataset in GR00T's flavour: {path} is missing")
-            meta[name] = json.loads(path.read_text())
-        version = meta["info"].get("codebase_version")
-        if version not in ("v2.0", "v2.1"):
-            raise ValueError(f"{root}: LeRobot codebase_version {version!r} is not supported (v2.0 or v2.1)")
-        slices = {key: ActionSlice(spec.get("original_key", "action"), spec["start"], spec["end"])
-                  for key, spec in meta["modality"].get("action", {}).items()}
-        return cls(root, meta["info"], slices)
-
-    @property
-    def action_keys(self) -> list[str]:
-        return list(self.action_slices)
-
-    @property
-    def num_episodes(self) -> int:
-        return int(self.info["total_episodes"])
-
-    def episode_path(self, episode: int) -> Path:
-        if not 0 <= episode < self.num_episodes:
-            raise IndexError(f"{self.root} has episodes 0..{self.num_episodes - 1}; asked for {episode}")
-        template = self.info.get("data_path", "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet")
-        chunk = episode // int(self.info.get("chunks_size", 1000))
-        return self.root / template.format(episode_chunk=chunk, episode_index=episode)
-
-    def episode_actions(self, episode: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
-        """The (frames, dim) float64 values of each requested action key (default: all) in one episode."""
-        keys = self.action_keys if keys is None else keys
-        path = self.episode_path(episode)
-        if not path.is_file():
-            raise FileNotFoundError(f"episode {episode} of {self.root} is missing: {path}")
-        columns = sorted({self.action_slices[key].column for key in keys})
-        present = set(pq.read_schema(path).names)
-        absent = [column for column in columns if column not in present]
-        if absent:
-            raise ValueError(f"{path} lacks column(s) {absent} that meta/modality.json names for its actions")
-        table = pd.read_parquet(path, columns=columns)
-        values = {column: _as_matrix(table[column].to_numpy()) for column in columns}
-        actions = {}
-        for key in keys:
-            where = self.action_slices[key]
-            width = values[where.column].shape[1]
-            if where.end > width:
-                raise ValueError(f"action key {key!r} is [{where.start}:{where.end}] of column {where.column!r}, "
-                                 f"which has only {width} values per frame")
-            actions[key] = values[where.column][:, where.start:where.end]
-        return actions
-
-
-def _as_matrix(column: np.ndarray) -> np.ndarray:
-    """A parquet column of per-frame lists (or scalars) as a (frames, width) float64 array."""
-    rows = np.stack(column) if column.dtype == object else column
-    return np.asarray(rows, dtype=np.float64).reshape(len(column), -1)
 
 
 @register_policy("replay", "plays back the actions of one episode of a LeRobot v2.1 dataset (GR00T flavour)")

@@ -1,0 +1,244 @@
+"""Training samples for LDA, cut from LeRobot episodes and cached encoder features.
+
+A sample is anchored at frame t of an episode (see model/config.py for the rates):
+history frames t - (H-1)*stride .. t, the future frame t + future_offset, the action chunk a[t : t+K],
+the past actions a[t-H : t], the state at t as sin/cos of its joints, and the VLM tokens of frame t with
+the episode's instruction. Indices past either end of the episode are clamped: the robot holds its last
+target after the end, and the first frame stands in for frames before the start.
+
+Every episode has a data role (universal data ingestion): `high` quality trains all four objectives, `low`
+quality all but the policy, action-free `video` only visual forecasting. The role travels with the sample
+as a mask over the objectives, which the model's loss honours.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lda_bench.lerobot import LeRobotDataset, find_datasets
+from model.cache import FeatureCache
+from model.config import FORECAST, OBJECTIVES, POLICY, LDAConfig
+from tasks.layout import ACTION_KEYS
+
+ROLES = {
+    "high": np.ones(len(OBJECTIVES), dtype=bool),
+    "low": np.array([k != POLICY for k in range(len(OBJECTIVES))]),
+    "video": np.array([k == FORECAST for k in range(len(OBJECTIVES))]),
+}
+VIEW = "ego_view"
+
+
+@dataclass
+class Episode:
+    """One episode's low-dimensional data, held in memory (features stay on disk)."""
+
+    dataset: LeRobotDataset
+    index: int
+    length: int
+    quality: str
+    instruction: str
+    actions: np.ndarray | None  # (T, A) float32, None for action-free video
+    joints: np.ndarray | None   # (T, J) float32 joint positions, None for action-free video
+
+
+def state_features(joints: np.ndarray) -> np.ndarray:
+    """Joint positions (..., J) -> (..., 2J) [sin, cos]: angles without the wrap-around at +-pi."""
+    return np.concatenate([np.sin(joints), np.cos(joints)], axis=-1).astype(np.float32)
+
+
+def load_episodes(paths: list[Path | str], action_keys: tuple[str, ...] = ACTION_KEYS,
+                  state_keys: tuple[str, ...] | None = None) -> list[Episode]:
+    """Every episode under the given dataset folders (GR00T's per-task folder layout included)."""
+    state_keys = action_keys if state_keys is None else state_keys
+    episodes = []
+    for path in paths:
+        for root in find_datasets(path):
+            dataset = LeRobotDataset.open(root)
+            for index in range(dataset.num_episodes):
+                quality = dataset.quality(index)
+                actions = joints = None
+                if quality != "video":
+                    parts = dataset.episode_actions(index, list(action_keys))
+                    actions = np.concatenate([parts[k] for k in action_keys], axis=1).astype(np.float32)
+                    parts = dataset.episode_states(index, list(state_keys))
+                    joints = np.concatenate([parts[k] for k in state_keys], axis=1).astype(np.float32)
+                length = len(actions) if actions is not None else dataset.episode_length(index)
+                episodes.append(Episode(dataset, index, length, quality, dataset.instruction(index), actions, joints))
+    return episodes
+
+
+def split_episodes(episodes: list[Episode], holdout: float, seed: int = 0) -> tuple[list[Episode], list[Episode]]:
+    """Hold out a fraction of the episodes that carry actions (for action errors), chosen by seed."""
+    order = list(range(len(episodes)))
+    random.Random(seed).shuffle(order)
+    acting = [i for i in order if episodes[i].actions is not None]
+    held = set(acting[:int(round(holdout * len(acting)))])
+    return [e for i, e in enumerate(episodes) if i not in held], [e for i, e in enumerate(episodes) if i in held]
+
+
+@dataclass
+class Normalizer:
+    """Per-dimension mean and std of the actions and of the DINO features; kept in every checkpoint."""
+
+    action_mean: np.ndarray
+    action_std: np.ndarray
+    visual_mean: np.ndarray
+    visual_std: np.ndarray
+
+    @classmethod
+    def fit(cls, episodes: list[Episode], visual: np.ndarray, action_keys: tuple[str, ...] = ACTION_KEYS) -> Normalizer:
+        """Action statistics from meta/stats.json when every dataset has them, else from the episodes;
+        visual statistics from a sample of cached features (N, D)."""
+        mean, std = _stats_json(episodes, action_keys)
+        if mean is None:
+            actions = np.concatenate([e.actions for e in episodes if e.actions is not None])
+            mean, std = actions.mean(0), actions.std(0)
+        return cls(np.asarray(mean, np.float32), np.maximum(np.asarray(std, np.float32), 1e-3),
+                   visual.mean(0).astype(np.float32), np.maximum(visual.std(0), 1e-3).astype(np.float32))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: getattr(self, k).tolist() for k in ("action_mean", "action_std", "visual_mean", "visual_std")}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Normalizer:
+        return cls(**{k: np.asarray(v, np.float32) for k, v in values.items()})
+
+    def actions(self, a: np.ndarray) -> np.ndarray:
+        return (a - self.action_mean) / self.action_std
+
+    def unactions(self, a: np.ndarray) -> np.ndarray:
+        return a * self.action_std + self.action_mean
+
+    def visual(self, f: np.ndarray) -> np.ndarray:
+        return (f - self.visual_mean) / self.visual_std
+
+
+def _stats_json(episodes: list[Episode], keys: tuple[str, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Pool the per-key mean/std of meta/stats.json over datasets, weighted by their frame counts."""
+    datasets = {id(e.dataset): e.dataset for e in episodes if e.actions is not None}
+    means, variances, weights = [], [], []
+    for dataset in datasets.values():
+        parts = [dataset.key_stats("action", key) for key in keys]
+        if any(p is None or "mean" not in p or "std" not in p for p in parts):
+            return None, None
+        means.append(np.concatenate([p["mean"] for p in parts]))
+        variances.append(np.concatenate([p["std"] for p in parts]) ** 2)
+        weights.append(float(dataset.info.get("total_frames", 1)))
+    if not means:
+        return None, None
+    w = np.asarray(weights)[:, None] / sum(weights)
+    mean = (w * np.stack(means)).sum(0)
+    var = (w * (np.stack(variances) + (np.stack(means) - mean) ** 2)).sum(0)
+    return mean, np.sqrt(var)
+
+
+def encode_episodes(episodes: list[Episode], cache: FeatureCache, dino, vlm, batch: int = 32,
+                    view: str = VIEW, log=print) -> None:
+    """Encode every frame of every episode not yet in the cache, once, with both frozen encoders."""
+    todo = [e for e in episodes if not (cache.has(e.dataset, dino.encoder_id, e.index)
+                                        and cache.has(e.dataset, vlm.encoder_id, e.index))]
+    for n, episode in enumerate(todo):
+        frames = episode.dataset.episode_frames(episode.index, view)
+        with torch.no_grad():
+            cache.ensure(episode.dataset, dino.encoder_id, episode.index, lambda: {"features": np.concatenate(
+                [dino.encode(frames[i:i + batch]).cpu().numpy() for i in range(0, len(frames), batch)]
+            ).astype(np.float16)})
+            cache.ensure(episode.dataset, vlm.encoder_id, episode.index,
+                         lambda: _vlm_arrays(vlm, frames, episode.instruction, batch))
+        if log and (n + 1) % 50 == 0:
+            log(f"encoded {n + 1}/{len(todo)} episodes")
+
+
+def _vlm_arrays(vlm, frames: np.ndarray, instruction: str, batch: int) -> dict[str, np.ndarray]:
+    tokens, masks = [], []
+    for i in range(0, len(frames), batch):
+        t, m = vlm.encode(frames[i:i + batch], [instruction] * len(frames[i:i + batch]))
+        tokens.append(t.cpu().numpy())
+        masks.append(m.cpu().numpy())
+    width = max(t.shape[1] for t in tokens)
+    pad = lambda a: np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))  # noqa: E731
+    return {"features": np.concatenate([pad(t) for t in tokens]).astype(np.float16),
+            "mask": np.concatenate([pad(m) for m in masks]).astype(np.uint8)}
+
+
+def sample_frames(config: LDAConfig, t: int, length: int) -> dict[str, np.ndarray]:
+    """The frame indices one sample anchored at t reads, clamped to the episode (shared with the policy)."""
+    last = length - 1
+    return {
+        "history": np.clip([t - (config.history - 1 - i) * config.frame_stride for i in range(config.history)], 0, last),
+        "future": np.array([min(t + config.future_offset, last)]),
+        "chunk": np.clip(np.arange(t, t + config.action_chunk), 0, last),
+        "past": np.clip(np.arange(t - config.history, t), 0, last),
+    }
+
+
+class LDASamples(Dataset):
+    """Every frame of every episode as an anchor; features are read from the cache on demand."""
+
+    def __init__(self, episodes: list[Episode], config: LDAConfig, cache: FeatureCache, dino_id: str, vlm_id: str,
+                 normalizer: Normalizer):
+        self.episodes, self.config, self.cache = episodes, config, cache
+        self.dino_id, self.vlm_id, self.normalizer = dino_id, vlm_id, normalizer
+        self.index = [(e, t) for e in range(len(episodes)) for t in range(episodes[e].length)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        e, t = self.index[i]
+        episode = self.episodes[e]
+        at = sample_frames(c, t, episode.length)
+        visual = self.cache.read(episode.dataset, self.dino_id, episode.index, "features",
+                                 np.concatenate([at["history"], at["future"]])).astype(np.float32)
+        visual = self.normalizer.visual(visual)
+        vlm = self.cache.read(episode.dataset, self.vlm_id, episode.index, "features", [t])[0]
+        mask = self.cache.read(episode.dataset, self.vlm_id, episode.index, "mask", [t])[0].astype(bool)
+        if episode.actions is not None:
+            actions = self.normalizer.actions(episode.actions[at["chunk"]])
+            past = self.normalizer.actions(episode.actions[at["past"]])
+            state = state_features(episode.joints[t])
+        else:
+            actions = np.zeros((c.action_chunk, c.action_dim), np.float32)
+            past = np.zeros((c.history, c.action_dim), np.float32)
+            state = np.zeros(c.state_dim, np.float32)
+        return {
+            "obs": torch.from_numpy(visual[:-1]), "future": torch.from_numpy(visual[-1]),
+            "actions": torch.from_numpy(np.asarray(actions, np.float32)),
+            "past_actions": torch.from_numpy(np.asarray(past, np.float32)),
+            "state": torch.from_numpy(state),
+            "vlm": torch.from_numpy(vlm[mask].astype(np.float32)),
+            "roles": torch.from_numpy(ROLES[episode.quality].copy()),
+            "has_actions": torch.tensor(episode.actions is not None),
+        }
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack samples; VLM token sequences are right-padded to the longest, with a mask."""
+    width = max(s["vlm"].shape[0] for s in samples)
+    batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "vlm"}
+    batch["vlm"] = torch.stack([torch.nn.functional.pad(s["vlm"], (0, 0, 0, width - s["vlm"].shape[0]))
+                                for s in samples])
+    batch["vlm_mask"] = torch.stack([torch.arange(width) < s["vlm"].shape[0] for s in samples])
+    return batch
+
+
+def visual_sample(episodes: list[Episode], cache: FeatureCache, dino_id: str, per_episode: int = 4,
+                  limit: int = 256, seed: int = 0) -> np.ndarray:
+    """A few frames' DINO features from up to `limit` episodes, flattened to (N, D), to fit the normaliser."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(episodes))[:limit]
+    rows = []
+    for i in chosen:
+        e = episodes[i]
+        frames = np.sort(rng.choice(e.length, size=min(per_episode, e.length), replace=False))
+        rows.append(cache.read(e.dataset, dino_id, e.index, "features", frames).astype(np.float32))
+    stacked = np.concatenate(rows)
+    return stacked.reshape(-1, stacked.shape[-1])
