@@ -1,0 +1,482 @@
+"""Training and finetuning LDA: one process, DDP or FSDP under torchrun, or a Slurm job through submitit.
+
+A run lives in one folder: `checkpoint.pt` (written to a temporary file and renamed, so a kill never leaves
+a torn checkpoint), `log.jsonl` (one line per logged step and per evaluation) and `train_config.json`.
+Starting a run whose folder has a checkpoint resumes it: model, optimizer, schedule and step come back,
+the data order is a pure function of (seed, step), and every step draws its noise, flow times and
+objectives from a generator seeded by (seed, step, rank). So a resumed run takes exactly the steps an
+uninterrupted one would have taken, whatever the number of restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from model.cache import FeatureCache
+from model.config import FORECAST, FORWARD, INVERSE, OBJECTIVES, POLICY, LDAConfig, get_config
+from model.data import (LDASamples, Normalizer, collate, encode_episodes, load_episodes, split_episodes,
+                        visual_sample)
+from model.encoders import build_encoders, encoder_state, DinoEncoder, VLMEncoder
+from model.lda import LDA
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "lda-checkpoint-1"
+
+
+@dataclass
+class TrainConfig:
+    """One training or finetuning run. Defaults follow the LDA release (AdamW 0.9/0.95, LR 1e-4, cosine to a
+    minimum LR, grad clip 1.0), scaled down in steps and warmup."""
+
+    model: str = "tiny"                       # preset name (model/config.py)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: list[str] = field(default_factory=list)
+    out: str = "runs/lda"
+    cache: str | None = None                  # feature cache folder (default: <out>/features)
+    dino: str | None = None                   # DINOv3 local path or hub id; None: tiny random encoder
+    vlm: str | None = None                    # Qwen3-VL local path or hub id; None: tiny random encoder
+    init_from: str | None = None              # finetuning: the checkpoint whose weights to start from
+    steps: int = 2000
+    batch_size: int = 32                      # global batch, split over ranks
+    lr: float = 1e-4
+    min_lr: float = 5e-7
+    warmup: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    holdout: float = 0.1                      # fraction of episodes held out for evaluation
+    eval_every: int = 500
+    eval_samples: int = 128
+    ckpt_every: int = 500
+    log_every: int = 20
+    seed: int = 0
+    num_workers: int = 0
+    strategy: str = "auto"                    # "ddp" | "fsdp" | "auto" (fsdp for hidden >= 1536 on > 1 rank)
+
+    @classmethod
+    def load(cls, source: str | Path, **overrides: Any) -> TrainConfig:
+        """A preset name (`tiny`, `lda-1b`, ...) or a JSON/YAML file of fields; overrides win (None ignored)."""
+        path = Path(source)
+        if path.is_file():
+            text = path.read_text()
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                values = yaml.safe_load(text) or {}
+            else:
+                values = json.loads(text)
+        else:
+            get_config(str(source))  # raises KeyError naming the presets
+            values = {"model": str(source)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown} in {source}")
+        return cls(**values)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
+    """Write atomically: a temporary file in the same folder, fsync, then rename over the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no LDA checkpoint at {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an LDA checkpoint (format {payload.get('format')!r}, expected {FORMAT!r})")
+    return payload
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[LDA, Normalizer, DinoEncoder, VLMEncoder]:
+    """The network, its normalisation statistics and the encoders it was trained with, ready to act."""
+    payload = load_checkpoint(path)
+    model = LDA(LDAConfig.from_dict(payload["model_config"]))
+    model.load_state_dict(payload["model"])
+    dino, vlm = build_encoders(payload["encoders"], payload.get("encoder_state"))
+    return (model.to(device).eval(), Normalizer.from_dict(payload["normalizer"]), dino.to(device), vlm.to(device))
+
+
+# --- schedule and data order ---------------------------------------------------------------------------
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to 1, then cosine down to min_lr / lr at the last step."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The sample indices of every step from `start` on: epoch e is a permutation seeded by (seed, e);
+    rank r of w takes every w-th index of the global batch."""
+
+    def __init__(self, size: int, batch: int, start: int, steps: int, seed: int, rank: int = 0, world: int = 1):
+        if size < batch:
+            raise ValueError(f"{size} training samples cannot fill a batch of {batch}")
+        self.size, self.batch, self.start, self.steps = size, batch, start, steps
+        self.seed, self.rank, self.world = seed, rank, world
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self):
+        per_epoch = self.size // self.batch
+        for step in range(self.start, self.steps):
+            epoch, position = divmod(step, per_epoch)
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
+            yield order[position * self.batch:(position + 1) * self.batch][self.rank::self.world].tolist()
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    torch.manual_seed((seed * 1_000_003 + step) * 64 + rank)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int = 64, seed: int = 0,
+             device: str | torch.device = "cpu") -> dict[str, float]:
+    """Held-out errors of what each objective generates (Euler sampling from noise, fixed seed):
+    action L1 in radians for policy and inverse dynamics, feature MSE (normalised units) for forward
+    dynamics and visual forecasting; and, as yardsticks, the errors of holding the last action and of
+    predicting an unchanged frame."""
+    was_training = model.training
+    model.eval()
+    acting = [i for i, (e, _) in enumerate(samples.index) if samples.episodes[e].actions is not None]
+    chosen = [acting[int(j)] for j in np.linspace(0, len(acting) - 1, min(count, len(acting)))] if acting else []
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    std = torch.as_tensor(samples.normalizer.action_std)
+    sums: dict[str, float] = {}
+    for start in range(0, len(chosen), batch_size):
+        batch = {k: v.to(device) for k, v in collate([samples[i] for i in chosen[start:start + batch_size]]).items()}
+        cond = dict(obs=batch["obs"], past_actions=batch["past_actions"], state=batch["state"], vlm=batch["vlm"],
+                    vlm_mask=batch["vlm_mask"], has_actions=batch["has_actions"])
+        noise = lambda shape: torch.randn(shape, generator=generator).to(device)  # noqa: E731
+        a_shape, f_shape = batch["actions"].shape, batch["future"].shape
+        outputs = {
+            "policy": model.sample(POLICY, **cond, noise=noise(a_shape)),
+            "inverse_dynamics": model.sample(INVERSE, **cond, future=batch["future"], noise=noise(a_shape)),
+            "forward_dynamics": model.sample(FORWARD, **cond, actions=batch["actions"], noise=noise(f_shape)),
+            "visual_forecasting": model.sample(FORECAST, **cond, noise=noise(f_shape)),
+        }
+        n = batch["actions"].shape[0]
+        radians = lambda a: ((a - batch["actions"]).abs().cpu() * std).mean(dim=(1, 2))  # noqa: E731
+        mse = lambda f: (f - batch["future"]).pow(2).mean(dim=(1, 2)).cpu()  # noqa: E731
+        errors = {
+            "policy/action_l1": radians(outputs["policy"]),
+            "inverse_dynamics/action_l1": radians(outputs["inverse_dynamics"]),
+            "forward_dynamics/feature_mse": mse(outputs["forward_dynamics"]),
+            "visual_forecasting/feature_mse": mse(outputs["visual_forecasting"]),
+            "baseline/hold_last_action_l1": radians(batch["past_actions"][:, -1:].expand_as(batch["actions"])),
+            "baseline/unchanged_frame_mse": mse(batch["obs"][:, -1]),
+        }
+        for key, value in errors.items():
+            sums[key] = sums.get(key, 0.0) + float(value.sum())
+        sums["_n"] = sums.get("_n", 0.0) + n
+    model.train(was_training)
+    n = sums.pop("_n", 0.0)
+    return {key: value / n for key, value in sums.items()} if n else {}
+
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a torchrun / Slurm job (rank 0 of 1 when run alone)."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_ranks() -> Ranks:
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(rank, world, device)
+
+
+class TrainingObjective(torch.nn.Module):
+    """The loss as a module's forward, so DDP's and FSDP's hooks see the whole computation."""
+
+    def __init__(self, lda: LDA):
+        super().__init__()
+        self.lda = lda
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.lda.loss(batch)
+
+
+def _encoders(cfg: TrainConfig, model_config: LDAConfig, base: dict | None) -> tuple[DinoEncoder, VLMEncoder]:
+    """Finetuning keeps the encoders of the checkpoint it starts from; a new run loads or builds them."""
+    if base is not None:
+        dino, vlm = build_encoders(base["encoders"], base.get("encoder_state"))
+    else:
+        dino = DinoEncoder.from_pretrained(cfg.dino) if cfg.dino else DinoEncoder.tiny(model_config.image_size)
+        vlm = (VLMEncoder.from_pretrained(cfg.vlm, model_config.image_size) if cfg.vlm
+               else VLMEncoder.tiny(model_config.image_size))
+    if (dino.grid, dino.dim, vlm.dim) != (model_config.patch_grid, model_config.dino_dim, model_config.vlm_dim):
+        raise ValueError(f"the encoders give a {dino.grid}x{dino.grid}x{dino.dim} DINO grid and {vlm.dim}-wide VLM "
+                         f"tokens; preset {model_config.name!r} expects {model_config.patch_grid}x"
+                         f"{model_config.patch_grid}x{model_config.dino_dim} and {model_config.vlm_dim}")
+    return dino, vlm
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 and "pos" not in name and "embed" not in name else plain).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def _wrap(objective: TrainingObjective, cfg: TrainConfig, ranks: Ranks) -> torch.nn.Module:
+    if ranks.world == 1:
+        return objective
+    strategy = cfg.strategy
+    if strategy == "auto":
+        strategy = "fsdp" if objective.lda.config.hidden >= 1536 else "ddp"
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for block in objective.lda.blocks:
+            fully_shard(block, mp_policy=precision)
+        return fully_shard(objective, mp_policy=precision)
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(objective, device_ids=[ranks.device.index] if ranks.device.type == "cuda" else None)
+    raise ValueError(f"strategy must be ddp, fsdp or auto; got {cfg.strategy!r}")
+
+
+def _full_states(wrapped: torch.nn.Module, optimizer, ranks: Ranks) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state on every rank's CPU (a collective under FSDP)."""
+    if ranks.world == 1:
+        return wrapped.lda.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_state, optim_state = get_state_dict(wrapped, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                                          cpu_offload=True))
+    return {k.removeprefix("module.").removeprefix("lda."): v for k, v in model_state.items()}, optim_state
+
+
+def _load_optimizer(wrapped: torch.nn.Module, optimizer, state: dict, ranks: Ranks) -> None:
+    if ranks.world == 1:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(wrapped, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+class RunLog:
+    """Progress to stdout and to <out>/log.jsonl (rank 0 only)."""
+
+    def __init__(self, out: Path, enabled: bool, echo=print):
+        self.path, self.enabled, self.echo = out / "log.jsonl", enabled, echo
+
+    def __call__(self, record: dict[str, Any], text: str | None = None) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.echo and text:
+            self.echo(text)
+
+
+def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
+    """Run (or resume) one training run to cfg.steps; returns the last logged losses and evaluation."""
+    ranks = init_ranks()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
+    base = load_checkpoint(cfg.init_from) if cfg.init_from and resume is None else None
+    if resume is not None:
+        model_config = LDAConfig.from_dict(resume["model_config"])
+    elif base is not None:
+        model_config = LDAConfig.from_dict({**base["model_config"], **cfg.model_overrides})
+    else:
+        model_config = get_config(cfg.model, **cfg.model_overrides)
+    log = RunLog(out, ranks.main, echo)
+    if ranks.main:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    # data: encode every frame once into the cache, then fit (or restore) the normalisation statistics
+    dino, vlm = _encoders(cfg, model_config, resume or base)
+    episodes = load_episodes(cfg.data)
+    train_episodes, held_out = split_episodes(episodes, cfg.holdout, cfg.seed)
+    cache = FeatureCache(cfg.cache or out / "features")
+    if ranks.main:
+        encode_episodes(episodes, cache, dino.to(ranks.device), vlm.to(ranks.device), log=echo)
+    ranks.barrier()
+    normalizer = (Normalizer.from_dict(resume["normalizer"]) if resume is not None else
+                  Normalizer.fit(train_episodes, visual_sample(train_episodes, cache, dino.encoder_id, seed=cfg.seed)))
+    make = lambda eps: LDASamples(eps, model_config, cache, dino.encoder_id, vlm.encoder_id, normalizer)  # noqa: E731
+    train_samples, eval_samples = make(train_episodes), make(held_out)
+
+    # model, optimizer, schedule
+    torch.manual_seed(cfg.seed)
+    lda = LDA(model_config)
+    if resume is not None or base is not None:
+        lda.load_state_dict((resume or base)["model"])
+    wrapped = _wrap(TrainingObjective(lda.to(ranks.device)), cfg, ranks)
+    optimizer = torch.optim.AdamW(_param_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    step = 0
+    if resume is not None:
+        _load_optimizer(wrapped, optimizer, resume["optimizer"], ranks)
+        scheduler.load_state_dict(resume["scheduler"])
+        step = int(resume["step"])
+        log({"event": "resume", "step": step}, f"resumed {out} at step {step}")
+    else:
+        log({"event": "start", "params": lda.num_params(), "train_samples": len(train_samples),
+             "eval_samples": len(eval_samples), "model": model_config.to_dict()},
+            f"{model_config.name}: {lda.num_params() / 1e6:.2f}M parameters, {len(train_samples)} training samples "
+            f"({len(train_episodes)} episodes), {len(eval_samples)} held out ({len(held_out)} episodes)")
+
+    def checkpoint() -> None:
+        model_state, optim_state = _full_states(wrapped, optimizer, ranks)
+        if ranks.main:
+            save_checkpoint(out / CHECKPOINT, {
+                "format": FORMAT, "step": step, "model_config": model_config.to_dict(), "train_config": asdict(cfg),
+                "model": model_state, "optimizer": optim_state, "scheduler": scheduler.state_dict(),
+                "normalizer": normalizer.to_dict(), "encoders": {"dino": dino.spec(), "vlm": vlm.spec()},
+                "encoder_state": encoder_state(dino, vlm)})
+        ranks.barrier()
+
+    def run_eval() -> dict[str, float]:
+        result = evaluate(lda, eval_samples, cfg.eval_samples, device=ranks.device) if len(eval_samples) else {}
+        log({"event": "eval", "step": step, **result},
+            f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        return result
+
+    loader = DataLoader(train_samples, collate_fn=collate, num_workers=cfg.num_workers,
+                        pin_memory=ranks.device.type == "cuda",
+                        batch_sampler=StepBatches(len(train_samples), cfg.batch_size, step, cfg.steps, cfg.seed,
+                                                  ranks.rank, ranks.world))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=ranks.device.type == "cuda")
+    window: dict[str, float] = {}
+    last: dict[str, Any] = {}
+    tic = time.perf_counter()
+    wrapped.train()
+    for batch in loader:
+        seed_step(cfg.seed, step, ranks.rank)
+        batch = {k: v.to(ranks.device, non_blocking=True) for k, v in batch.items()}
+        with autocast:
+            losses = wrapped(batch)
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        for name in OBJECTIVES:
+            count = losses[f"count/{name}"]
+            window[name] = window.get(name, 0.0) + float(losses[f"loss/{name}"] * count)
+            window[f"n/{name}"] = window.get(f"n/{name}", 0.0) + float(count)
+        window["loss"] = window.get("loss", 0.0) + float(losses["loss"].detach())
+        window["steps"] = window.get("steps", 0) + 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            totals = torch.tensor([window[k] for k in sorted(window)], dtype=torch.float64, device=ranks.device)
+            if ranks.world > 1:
+                dist.all_reduce(totals)
+            window = dict(zip(sorted(window), totals.tolist()))
+            elapsed = time.perf_counter() - tic
+            last = {"event": "train", "step": step, "loss": window["loss"] / window["steps"] / ranks.world,
+                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                    "samples_per_s": window["steps"] * cfg.batch_size / ranks.world / elapsed,
+                    **{f"loss/{n}": window[n] / window[f"n/{n}"] for n in OBJECTIVES if window[f"n/{n}"]}}
+            log(last, f"step {step}/{cfg.steps} loss {last['loss']:.4f} "
+                + " ".join(f"{n.split('_')[0]} {last[f'loss/{n}']:.4f}" for n in OBJECTIVES if f"loss/{n}" in last)
+                + f" lr {last['lr']:.2e} |g| {last['grad_norm']:.2f} {last['samples_per_s']:.0f} samples/s")
+            window, tic = {}, time.perf_counter()
+        if step % cfg.eval_every == 0 and step < cfg.steps:
+            run_eval()
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            checkpoint()
+    result = {"train": last, "eval": run_eval() if step == cfg.steps else {}, "step": step}
+    return result
+
+
+def finetune(checkpoint: str | Path, data: list[str], out: str, **options: Any) -> dict[str, Any]:
+    """Continue training a checkpoint's weights on new data (a new run, with statistics refitted to it)."""
+    base = load_checkpoint(checkpoint)
+    cfg = TrainConfig(**{**base["train_config"], "data": list(data), "out": out, "init_from": str(checkpoint),
+                         "cache": None, **{k: v for k, v in options.items() if v is not None}})
+    return train(cfg)
+
+
+# --- Slurm ---------------------------------------------------------------------------------------------
+
+class TrainJob:
+    """A training run as a submitit job: torch.distributed from Slurm's variables, and requeued with the
+    same run folder on preemption or timeout, so it resumes from its last checkpoint."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    def __call__(self) -> dict[str, Any]:
+        import submitit
+
+        if submitit.JobEnvironment().num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return train(self.cfg)
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainJob(self.cfg))
+
+
+def submit(cfg: TrainConfig, profile: str | Path):
+    """Submit a run with the submitit executor parameters of a Slurm profile (YAML: either flat
+    `update_parameters` keywords, or under a `submitit:` key). Returns the submitit job."""
+    import submitit
+    import yaml
+
+    values = yaml.safe_load(Path(profile).read_text()) or {}
+    params = values.get("submitit", values)
+    executor = submitit.AutoExecutor(folder=Path(cfg.out) / "slurm")
+    executor.update_parameters(**params)
+    return executor.submit(TrainJob(cfg))
