@@ -155,7 +155,11 @@ class VLMEncoder(FrozenEncoder):
         """A 2-layer random Qwen3-VL (width 32) with a byte-level tokenizer built in code."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
         from transformers import PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+        try:  # transformers >= 5 without torchvision: the PIL backend
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import \
+                Qwen2VLImageProcessorPil as ImageProcessor
+        except ImportError:
+            from transformers import Qwen2VLImageProcessor as ImageProcessor
 
         vocab = {token: i for i, token in enumerate(pre_tokenizers.ByteLevel.alphabet())}
         vocab.update({token: len(vocab) + i for i, token in enumerate(TINY_SPECIALS)})
@@ -164,7 +168,7 @@ class VLMEncoder(FrozenEncoder):
         backend.decoder = decoders.ByteLevel()
         tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=TINY_SPECIALS[0],
                                             additional_special_tokens=list(TINY_SPECIALS[1:]))
-        image_processor = Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2,
+        image_processor = ImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
                                                    min_pixels=32 * 32, max_pixels=image_size * image_size)
         config = Qwen3VLConfig(
             text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

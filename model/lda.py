@@ -286,10 +286,11 @@ class LDA(nn.Module):
     def sample(self, objective: int, obs: torch.Tensor, past_actions: torch.Tensor, state: torch.Tensor,
                vlm: torch.Tensor, vlm_mask: torch.Tensor, actions: torch.Tensor | None = None,
                future: torch.Tensor | None = None, has_actions: torch.Tensor | None = None,
-               steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               steps: int | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Integrate the flow from noise with Euler steps: the action chunk for policy / inverse dynamics,
         the future features for forward dynamics / forecasting. Give the objective's condition (actions
-        for forward dynamics, future for inverse dynamics)."""
+        for forward dynamics, future for inverse dynamics); `noise`, the starting point, makes it
+        reproducible."""
         c = self.config
         steps = steps or c.sample_steps
         b, device, dtype = obs.shape[0], obs.device, obs.dtype
@@ -297,7 +298,7 @@ class LDA(nn.Module):
         actions = torch.zeros(a_shape, device=device, dtype=dtype) if actions is None else actions
         future = torch.zeros(f_shape, device=device, dtype=dtype) if future is None else future
         target_actions = objective in ACTION_TARGET
-        x = torch.randn(a_shape if target_actions else f_shape, generator=generator, device=device, dtype=dtype)
+        x = torch.randn(a_shape if target_actions else f_shape, device=device, dtype=dtype) if noise is None else noise
         obj = torch.full((b,), objective, device=device, dtype=torch.long)
         for i in range(steps):
             t = torch.full((b,), i / steps, device=device, dtype=dtype)
