@@ -28,8 +28,8 @@ FIXTURE_POSE = {"drawer": (0.12, 0.26), "cabinet": (0.15, 0.25), "microwave": (0
 # Where things start: (x range, y range) per family or role.
 OBJECT_REGION = {
     "drawer": ((-0.22, -0.15), (-0.02, 0.05)),
-    "cabinet": ((-0.25, -0.18), (0.19, 0.27)),
-    "microwave": ((-0.25, -0.18), (-0.29, -0.19)),
+    "cabinet": ((-0.17, -0.1), (0.19, 0.27)),       # ahead of the resting hand: the wine stands 30 cm tall
+    "microwave": ((-0.17, -0.1), (-0.29, -0.19)),
 }
 SOURCE_REGION = ((-0.2, -0.12), (-0.3, -0.24))
 TARGET_REGION = ((-0.13, -0.05), (0.0, 0.08))

@@ -22,6 +22,7 @@ def test_task_builds_checks_settles_and_steps(task):
         for key, body in env.scene.bodies.items():
             if body.free:
                 assert np.linalg.norm(d.qvel[body.qvel_addr:body.qvel_addr + 3]) < 0.05, key
+                assert d.xmat[body.body_id][8] > 0.95, f"{key} starts tipped"
         hold = {f"action.{k}": obs[f"state.{k}"] for k in ACTION_KEYS}
         for _ in range(20):
             obs, reward, terminated, truncated, info = env.step(hold)

@@ -101,6 +101,8 @@ def test_scene_is_settled_before_the_first_observation(task_env):
             if body.free:
                 speed = np.linalg.norm(d.qvel[body.qvel_addr:body.qvel_addr + 3])
                 assert speed < 0.05, f"{key} still moving at {speed:.3f} m/s after reset (seed {seed})"
+                up = d.xmat[body.body_id][8]
+                assert up > 0.95, f"{key} starts tipped (up-axis cosine {up:.2f}, seed {seed})"
         assert env.conditions()["container_upright"]
 
 
