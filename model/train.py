@@ -55,7 +55,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     holdout: float = 0.1                      # fraction of episodes held out for evaluation
-    eval_every: int = 500
+    eval_every: int = 500                     # 0: no evaluation
     eval_samples: int = 128
     ckpt_every: int = 500
     log_every: int = 20
@@ -92,12 +92,24 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def checkpoint_payload(model_config: LDAConfig, model_state: dict, normalizer: Normalizer, dino: DinoEncoder,
+                       vlm: VLMEncoder, **training: Any) -> dict[str, Any]:
+    """What a checkpoint holds: enough to act (network, statistics, encoders) and, in `training` (step,
+    train_config, optimizer, scheduler), enough to resume."""
+    return {"format": FORMAT, "model_config": model_config.to_dict(), "model": model_state,
+            "normalizer": normalizer.to_dict(), "encoders": {"dino": dino.spec(), "vlm": vlm.spec()},
+            "encoder_state": encoder_state(dino, vlm), **training}
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -378,11 +390,9 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     def checkpoint() -> None:
         model_state, optim_state = _full_states(wrapped, optimizer, ranks)
         if ranks.main:
-            save_checkpoint(out / CHECKPOINT, {
-                "format": FORMAT, "step": step, "model_config": model_config.to_dict(), "train_config": asdict(cfg),
-                "model": model_state, "optimizer": optim_state, "scheduler": scheduler.state_dict(),
-                "normalizer": normalizer.to_dict(), "encoders": {"dino": dino.spec(), "vlm": vlm.spec()},
-                "encoder_state": encoder_state(dino, vlm)})
+            save_checkpoint(out / CHECKPOINT, checkpoint_payload(
+                model_config, model_state, normalizer, dino, vlm, step=step, train_config=asdict(cfg),
+                optimizer=optim_state, scheduler=scheduler.state_dict()))
         ranks.barrier()
 
     def run_eval() -> dict[str, float]:
@@ -398,6 +408,8 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=ranks.device.type == "cuda")
     window: dict[str, float] = {}
     last: dict[str, Any] = {}
+    if step == 0 and cfg.eval_every:
+        run_eval()  # the errors at initialisation: the yardstick for every later evaluation
     tic = time.perf_counter()
     wrapped.train()
     for batch in loader:
@@ -431,12 +443,11 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
                 + " ".join(f"{n.split('_')[0]} {last[f'loss/{n}']:.4f}" for n in OBJECTIVES if f"loss/{n}" in last)
                 + f" lr {last['lr']:.2e} |g| {last['grad_norm']:.2f} {last['samples_per_s']:.0f} samples/s")
             window, tic = {}, time.perf_counter()
-        if step % cfg.eval_every == 0 and step < cfg.steps:
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             run_eval()
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()
-    result = {"train": last, "eval": run_eval() if step == cfg.steps else {}, "step": step}
-    return result
+    return {"train": last, "eval": run_eval() if cfg.eval_every and step == cfg.steps else {}, "step": step}
 
 
 def finetune(checkpoint: str | Path, data: list[str], out: str, **options: Any) -> dict[str, Any]:
