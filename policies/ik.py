@@ -1,0 +1,73 @@
+"""Inverse kinematics for GR1's hands: damped least squares over the waist and one 7-joint arm.
+
+Arm-only IK misses table targets by 6-28 cm: the robot has to lean. Solving over the 3 waist joints as
+well (weighted so the waist moves less than the arm) reaches them. Runs on a scratch `MjData`, so the
+simulation is never touched; about a millisecond per solve.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+WAIST_JOINTS = ("robot0_torso_waist_yaw", "robot0_torso_waist_pitch", "robot0_torso_waist_roll")
+ARM_JOINTS = {side: tuple(f"robot0_{side[0]}_{j}" for j in ("shoulder_pitch", "shoulder_roll", "shoulder_yaw",
+                                                              "elbow_pitch", "wrist_yaw", "wrist_roll", "wrist_pitch"))
+              for side in ("right", "left")}
+PALM_SITE = {"right": "gripper0_right_grip_site", "left": "gripper0_left_grip_site"}
+
+
+class HandIK:
+    """Joint targets (waist 3 + arm 7) that put one palm at a position and orientation."""
+
+    def __init__(self, model: mujoco.MjModel, side: str, waist_weight: float = 0.15, damping: float = 0.02):
+        self.model = model
+        self.data = mujoco.MjData(model)
+        joints = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in WAIST_JOINTS + ARM_JOINTS[side]]
+        self.qpos = model.jnt_qposadr[joints]
+        self.dofs = model.jnt_dofadr[joints]
+        self.low, self.high = model.jnt_range[joints, 0], model.jnt_range[joints, 1]
+        self.site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, PALM_SITE[side])
+        self.weights = np.array([waist_weight] * 3 + [1.0] * 7)
+        self.damping = damping
+        self._jacp, self._jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+
+    def palm_pose(self, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.data.qpos[:] = qpos
+        mujoco.mj_kinematics(self.model, self.data)
+        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
+
+    def solve(self, qpos: np.ndarray, pos: np.ndarray, rot: np.ndarray | None, iterations: int = 40,
+              rot_weight: float = 0.3) -> tuple[np.ndarray, float]:
+        """Start from the full `qpos`; return (10 joint values, remaining position error in metres)."""
+        d = self.data
+        d.qpos[:] = qpos
+        q = qpos[self.qpos].copy()
+        err_pos = np.inf
+        for _ in range(iterations):
+            d.qpos[self.qpos] = q
+            mujoco.mj_kinematics(self.model, d)
+            mujoco.mj_comPos(self.model, d)
+            err_pos = pos - d.site_xpos[self.site]
+            rows = [err_pos]
+            mujoco.mj_jacSite(self.model, d, self._jacp, self._jacr, self.site)
+            jac = [self._jacp[:, self.dofs]]
+            if rot is not None:
+                current = d.site_xmat[self.site].reshape(3, 3)
+                rows.append(rot_weight * _rotation_error(current, rot))
+                jac.append(rot_weight * self._jacr[:, self.dofs])
+            e, j = np.concatenate(rows), np.vstack(jac) * self.weights
+            if np.linalg.norm(e) < 1e-4:
+                break
+            dq = self.weights * (j.T @ np.linalg.solve(j @ j.T + self.damping ** 2 * np.eye(len(e)), e))
+            q = np.clip(q + np.clip(dq, -0.2, 0.2), self.low, self.high)
+        return q, float(np.linalg.norm(err_pos))
+
+
+def _rotation_error(current: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Axis-angle vector (world frame) that rotates `current` onto `target`."""
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, (target @ current.T).reshape(-1))
+    axis_angle = np.zeros(3)
+    mujoco.mju_quat2Vel(axis_angle, quat, 1.0)
+    return axis_angle
