@@ -43,6 +43,24 @@ def _bench(args) -> None:
 
     if args.what == "env":
         bench.print_env_table(bench.bench_env(args.task or None, steps=args.steps))
+    elif args.what == "model":
+        from model.bench import bench_model, print_model_table
+
+        print_model_table(bench_model())
+
+
+def _train(args) -> None:
+    from model.train import TrainConfig, launch
+
+    launch(TrainConfig.load(args.config, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm), args.slurm)
+
+
+def _finetune(args) -> None:
+    from model.train import finetune_config, launch
+
+    launch(finetune_config(args.from_checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
+                           lr=args.lr, cache=args.cache), args.slurm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,10 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_tasks_show)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("what", choices=["env"])
+    bench.add_argument("what", choices=["env", "model"])
     bench.add_argument("--task", action="append", help="task name (repeatable); default one per family")
     bench.add_argument("--steps", type=int, default=60)
     bench.set_defaults(func=_bench)
+
+    training = sub.add_parser("train", help="train an LDA model (resumes a run folder that has a checkpoint)")
+    training.add_argument("--config", required=True, help="preset (tiny, lda-0.5b, lda-1b, lda-dit) or JSON/YAML file")
+    training.add_argument("--dino", help="DINOv3 weights: local path or hub id (default: tiny random encoder)")
+    training.add_argument("--vlm", help="Qwen3-VL weights: local path or hub id (default: tiny random encoder)")
+    finetuning = sub.add_parser("finetune", help="continue an LDA checkpoint on new demonstrations")
+    finetuning.add_argument("--from", dest="from_checkpoint", required=True, metavar="CKPT", help="checkpoint to start from")
+    for run in (training, finetuning):
+        run.add_argument("--data", action="append", required=run is finetuning, metavar="DIR",
+                         help="LeRobot dataset folder, or a folder of them (repeatable)")
+        run.add_argument("--out", required=run is finetuning, help="run folder: checkpoint, log.jsonl, features")
+        run.add_argument("--steps", type=int, help="optimizer steps")
+        run.add_argument("--batch-size", type=int, help="global batch size")
+        run.add_argument("--lr", type=float, help="peak learning rate")
+        run.add_argument("--cache", help="feature cache folder (default OUT/features)")
+        run.add_argument("--slurm", metavar="PROFILE", help="submit to Slurm with this submitit profile (YAML)")
+    training.set_defaults(func=_train)
+    finetuning.set_defaults(func=_finetune)
     return parser
 
 

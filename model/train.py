@@ -339,6 +339,8 @@ class RunLog:
 
 def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     """Run (or resume) one training run to cfg.steps; returns the last logged losses and evaluation."""
+    if not cfg.data:
+        raise ValueError("no training data: give one or more dataset folders (--data DIR)")
     ranks = init_ranks()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -450,12 +452,21 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     return {"train": last, "eval": run_eval() if cfg.eval_every and step == cfg.steps else {}, "step": step}
 
 
-def finetune(checkpoint: str | Path, data: list[str], out: str, **options: Any) -> dict[str, Any]:
-    """Continue training a checkpoint's weights on new data (a new run, with statistics refitted to it)."""
+def finetune_config(checkpoint: str | Path, data: list[str], out: str, **options: Any) -> TrainConfig:
+    """A run that continues a checkpoint's weights (and keeps its encoders) on new data, with the
+    normalisation statistics refitted to that data; unset options keep the checkpoint's run's values."""
     base = load_checkpoint(checkpoint)
-    cfg = TrainConfig(**{**base["train_config"], "data": list(data), "out": out, "init_from": str(checkpoint),
-                         "cache": None, **{k: v for k, v in options.items() if v is not None}})
-    return train(cfg)
+    return TrainConfig(**{**base.get("train_config", {}), "data": list(data), "out": out, "cache": None,
+                          "init_from": str(checkpoint), **{k: v for k, v in options.items() if v is not None}})
+
+
+def launch(cfg: TrainConfig, slurm_profile: str | Path | None = None) -> dict[str, Any] | None:
+    """Train here (or as one rank of torchrun), or submit to Slurm when a profile is given."""
+    if slurm_profile is None:
+        return train(cfg)
+    job = submit(cfg, slurm_profile)
+    print(f"submitted Slurm job {job.job_id}: run folder {cfg.out}, submitit logs {Path(cfg.out) / 'slurm'}")
+    return None
 
 
 # --- Slurm ---------------------------------------------------------------------------------------------
