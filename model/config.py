@@ -16,6 +16,10 @@ Rates for the 20 Hz RoboCasa-GR1 tasks. The paper samples the visual stream at a
   frame it was trained with.
 - past actions: the ``history`` actions commanded just before t (t-2, t-1). With absolute joint targets
   they carry the commanded velocity that the state alone does not.
+- VLM tokens are encoded every ``vlm_stride`` = 8 frames, and a sample reads the latest encoded frame at or
+  before t (at most 0.35 s old; a policy executing 8 steps per call sees the same). Qwen3-VL-4B tokens are
+  2560 wide, about 0.4 MB per frame in float16: for every frame of GR00T's 24 x 1000 demonstrations that
+  would be terabytes, and instruction and scene change slowly.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class LDAConfig:
     frame_stride: int = 8
     future_offset: int = 16
     execute_steps: int = 8
+    vlm_stride: int = 8
     # Flow matching (GR00T's): t = (s - Beta(alpha, beta)) / s; Euler steps at inference.
     flow_beta_alpha: float = 1.5
     flow_beta_beta: float = 1.0

@@ -139,19 +139,25 @@ def _stats_json(episodes: list[Episode], keys: tuple[str, ...]) -> tuple[np.ndar
     return mean, np.sqrt(var)
 
 
-def encode_episodes(episodes: list[Episode], cache: FeatureCache, dino, vlm, batch: int = 32,
+def vlm_cache_id(vlm_id: str, stride: int) -> str:
+    return f"{vlm_id}@every{stride}"
+
+
+def encode_episodes(episodes: list[Episode], cache: FeatureCache, dino, vlm, vlm_stride: int = 1, batch: int = 32,
                     view: str = VIEW, log=print) -> None:
-    """Encode every frame of every episode not yet in the cache, once, with both frozen encoders."""
+    """Encode each episode not yet in the cache, once: DINO features of every frame, VLM tokens of every
+    `vlm_stride`-th frame."""
+    vlm_id = vlm_cache_id(vlm.encoder_id, vlm_stride)
     todo = [e for e in episodes if not (cache.has(e.dataset, dino.encoder_id, e.index)
-                                        and cache.has(e.dataset, vlm.encoder_id, e.index))]
+                                        and cache.has(e.dataset, vlm_id, e.index))]
     for n, episode in enumerate(todo):
         frames = episode.dataset.episode_frames(episode.index, view)
         with torch.no_grad():
             cache.ensure(episode.dataset, dino.encoder_id, episode.index, lambda: {"features": np.concatenate(
                 [dino.encode(frames[i:i + batch]).cpu().numpy() for i in range(0, len(frames), batch)]
             ).astype(np.float16)})
-            cache.ensure(episode.dataset, vlm.encoder_id, episode.index,
-                         lambda: _vlm_arrays(vlm, frames, episode.instruction, batch))
+            cache.ensure(episode.dataset, vlm_id, episode.index,
+                         lambda: _vlm_arrays(vlm, frames[::vlm_stride], episode.instruction, batch))
         if log and (n + 1) % 50 == 0:
             log(f"encoded {n + 1}/{len(todo)} episodes")
 
@@ -185,7 +191,7 @@ class LDASamples(Dataset):
     def __init__(self, episodes: list[Episode], config: LDAConfig, cache: FeatureCache, dino_id: str, vlm_id: str,
                  normalizer: Normalizer):
         self.episodes, self.config, self.cache = episodes, config, cache
-        self.dino_id, self.vlm_id, self.normalizer = dino_id, vlm_id, normalizer
+        self.dino_id, self.vlm_id, self.normalizer = dino_id, vlm_cache_id(vlm_id, config.vlm_stride), normalizer
         self.index = [(e, t) for e in range(len(episodes)) for t in range(episodes[e].length)]
 
     def __len__(self) -> int:
@@ -199,8 +205,9 @@ class LDASamples(Dataset):
         visual = self.cache.read(episode.dataset, self.dino_id, episode.index, "features",
                                  np.concatenate([at["history"], at["future"]])).astype(np.float32)
         visual = self.normalizer.visual(visual)
-        vlm = self.cache.read(episode.dataset, self.vlm_id, episode.index, "features", [t])[0]
-        mask = self.cache.read(episode.dataset, self.vlm_id, episode.index, "mask", [t])[0].astype(bool)
+        row = [t // c.vlm_stride]  # the latest frame whose VLM tokens were encoded
+        vlm = self.cache.read(episode.dataset, self.vlm_id, episode.index, "features", row)[0]
+        mask = self.cache.read(episode.dataset, self.vlm_id, episode.index, "mask", row)[0].astype(bool)
         if episode.actions is not None:
             actions = self.normalizer.actions(episode.actions[at["chunk"]])
             past = self.normalizer.actions(episode.actions[at["past"]])

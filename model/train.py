@@ -362,7 +362,7 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     train_episodes, held_out = split_episodes(episodes, cfg.holdout, cfg.seed)
     cache = FeatureCache(cfg.cache or out / "features")
     if ranks.main:
-        encode_episodes(episodes, cache, dino.to(ranks.device), vlm.to(ranks.device), log=echo)
+        encode_episodes(episodes, cache, dino.to(ranks.device), vlm.to(ranks.device), model_config.vlm_stride, log=echo)
     ranks.barrier()
     normalizer = (Normalizer.from_dict(resume["normalizer"]) if resume is not None else
                   Normalizer.fit(train_episodes, visual_sample(train_episodes, cache, dino.encoder_id, seed=cfg.seed)))

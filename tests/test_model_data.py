@@ -104,7 +104,7 @@ torch = pytest.importorskip("torch")
 from model.cache import FeatureCache  # noqa: E402
 from model.config import FORECAST, POLICY, get_config  # noqa: E402
 from model.data import (ROLES, LDASamples, Normalizer, collate, encode_episodes, load_episodes,  # noqa: E402
-                        sample_frames, split_episodes, state_features, visual_sample)
+                        sample_frames, split_episodes, state_features, visual_sample, vlm_cache_id)
 from model.encoders import DinoEncoder, VLMEncoder  # noqa: E402
 from model.synthetic import make_dataset  # noqa: E402
 
@@ -149,11 +149,12 @@ def test_samples_carry_their_roles_and_the_cache_encodes_each_frame_once(tmp_pat
     counting = lambda images: calls.append(len(images)) or DinoEncoder.encode(dino, images)  # noqa: E731
     dino.encode = counting
     try:
-        encode_episodes(episodes, cache, dino, vlm)
-        encode_episodes(episodes, cache, dino, vlm)  # everything cached: nothing encoded again
+        encode_episodes(episodes, cache, dino, vlm, vlm_stride=8)
+        encode_episodes(episodes, cache, dino, vlm, vlm_stride=8)  # everything cached: nothing encoded again
     finally:
         del dino.encode
     assert sum(calls) == 5 * 20
+    assert cache.read(episodes[0].dataset, vlm_cache_id(vlm.encoder_id, 8), 0, "mask").shape[0] == 3  # frames 0, 8, 16
     assert not list((tmp_path / "cache").rglob("*.tmp"))
     normalizer = Normalizer.fit(episodes, visual_sample(episodes, cache, dino.encoder_id))
     np.testing.assert_allclose(normalizer.action_mean, json.loads((root / "meta/stats.json").read_text())["action"]["mean"],
