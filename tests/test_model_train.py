@@ -133,3 +133,22 @@ def test_lda_policies_act_from_a_checkpoint(tmp_path, name, backbone):
     other = "lda-dit" if backbone == "mmdit" else "lda"
     with pytest.raises(ValueError, match=f"holds a '{backbone}' LDA"):
         make_policy(other, checkpoint=str(path))
+
+
+def test_cli_trains_then_finetunes_from_the_checkpoint(dataset, tmp_path, capsys):
+    from lda_bench.cli import main
+
+    common = ["--data", str(dataset), "--steps", "2", "--batch-size", "8"]
+    assert main(["train", "--config", "tiny", "--out", str(tmp_path / "pre"), *common]) == 0
+    pretrained = load_checkpoint(tmp_path / "pre")
+    assert pretrained["step"] == 2 and pretrained["model_config"]["name"] == "tiny"
+    pretrained["model"]["action_pos"] += 1.0  # a mark that only the pretrained weights carry
+    save_checkpoint(tmp_path / "pre/checkpoint.pt", pretrained)
+    assert main(["finetune", "--from", str(tmp_path / "pre/checkpoint.pt"), "--out", str(tmp_path / "ft"), *common]) == 0
+    finetuned = load_checkpoint(tmp_path / "ft")
+    assert finetuned["train_config"]["init_from"] == str(tmp_path / "pre/checkpoint.pt")
+    assert finetuned["encoders"] == pretrained["encoders"]  # the encoders travel with the weights
+    start, end = pretrained["model"]["action_pos"], finetuned["model"]["action_pos"]
+    assert not torch.equal(start, end) and torch.allclose(start, end, atol=0.01)  # trained on from them ...
+    out = capsys.readouterr().out
+    assert "step 2/2" in out and "eval step 2" in out  # ... and logged and evaluated
