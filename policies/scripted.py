@@ -12,13 +12,13 @@ The expert needs the environment itself: the rollout hands it over through `bind
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from lda_bench.policy import register_policy
 from policies.ik import HandIK
-from tasks.layout import ACTION_KEYS
+from tasks.layout import ACTION_KEYS, ROBOSUITE_SLICES
 
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.2])        # fingers open, thumb rotated across the palm
 CLOSED = np.array([1.5, 1.5, 1.5, 1.5, 1.0, 1.2])      # power grasp
@@ -32,6 +32,8 @@ FINGER_REACH = 0.118        # how far ahead of the site the straight fingers rea
 SHORT_CENTER = 0.055        # objects whose centre is lower than this are grasped with the palm rolled down
 SHORT_ROLL = 0.6
 ELONGATED = 1.6             # long half-size over the others: lying produce (eggplant, sweet potato)
+CLEAR_Z = 1.1              # palm height that clears open fixtures when moving across the table
+FIST_REACH = 0.1            # the curled fingers' front ahead of the palm site
 HOME = {"right": np.array([-0.28, -0.3, 1.12]), "left": np.array([-0.28, 0.3, 1.12])}
 
 
@@ -47,12 +49,6 @@ class Waypoint:
     dwell: int = 4                # hold the final targets this many steps (let joints and fingers arrive)
 
 
-@dataclass
-class _Plan:
-    side: str
-    waypoints: list = field(default_factory=list)
-
-
 @register_policy("scripted", "expert from simulator state: IK to palm poses, power grasp, place, close fixtures")
 class ScriptedExpert:
     def __init__(self, chunk: int = 8, speed: float = 1.0):
@@ -63,9 +59,9 @@ class ScriptedExpert:
     def bind_env(self, env) -> None:
         """Give the expert the environment whose state it reads (`GR1TabletopEnv`, unwrapped)."""
         self.env = env
-        self._ik = {side: HandIK(env.scene.sim.model._model, side) for side in ("right", "left")}
-        # The handshake orientation (fingers forward, thumb up) is the palm's orientation in the rest pose.
         m = env.scene.sim.model._model
+        self._ik = {side: HandIK(m, side) for side in ("right", "left")}
+        # The handshake orientation (fingers forward, thumb up) is the palm's orientation in the rest pose.
         qpos = m.qpos0.copy()
         robot = env.scene.robots[0]
         qpos[robot._ref_joint_pos_indexes] = robot.init_qpos
@@ -75,63 +71,52 @@ class ScriptedExpert:
         if self.env is None:
             raise RuntimeError("the scripted expert reads the simulator: call bind_env(env) before reset")
         self._queue: list[dict[str, np.ndarray]] = []
-        self._stage = 0
-        self._plan = None
-
-    # ------------------------------------------------------------ acting
+        self._waypoints: list[Waypoint] | None = None
+        self._commanded: dict[str, np.ndarray] | None = None
+        self._side = self.env.spec_.hand
 
     def get_action(self, obs: dict) -> dict[str, np.ndarray]:
         steps = []
         while len(steps) < self.chunk:
             if not self._queue:
-                self._queue = self._next_segment(obs)
+                self._queue = self._next_segment()
             steps.append(self._queue.pop(0))
         return {f"action.{k}": np.stack([s[k] for s in steps]) for k in ACTION_KEYS}
 
-    # ------------------------------------------------------------ planning
+    # ------------------------------------------------------------ turning waypoints into joint targets
 
-    def _state(self):
-        env = self.env
-        d = env.scene.sim.data._data
-        return env, d
-
-    def _next_segment(self, obs) -> list[dict[str, np.ndarray]]:
-        """The steps of the next waypoint (planned from the current state), or holding still when done."""
-        if self._plan is None:
-            self._plan = self._make_plan()
-        if self._stage >= len(self._plan.waypoints):
-            return [self._targets(None)]  # done: hold
-        wp = self._plan.waypoints[self._stage]
-        self._stage += 1
-        return self._interpolate(self._plan.side, wp)
+    def _next_segment(self) -> list[dict[str, np.ndarray]]:
+        """The steps to the next waypoint, or holding still once the plan is done."""
+        if self._waypoints is None:
+            self._waypoints = self._plan()
+        if not self._waypoints:
+            return [self._targets(None)]
+        return self._interpolate(self._waypoints.pop(0))
 
     def _targets(self, updates: dict | None) -> dict[str, np.ndarray]:
-        current = self._commanded if hasattr(self, "_commanded") else self.env.joint_state()
+        """The next full set of joint targets: the last commanded ones with `updates` applied."""
+        current = self._commanded if self._commanded is not None else self.env.joint_state()
         out = {k: v.copy() for k, v in current.items()}
-        if updates:
-            out.update(updates)
+        out.update(updates or {})
         self._commanded = out
         return out
 
-    def _interpolate(self, side: str, wp: Waypoint) -> list[dict[str, np.ndarray]]:
-        env, d = self._state()
-        ik = self._ik[side]
-        qpos = d.qpos.copy()
-        start = self._commanded if hasattr(self, "_commanded") else env.joint_state()
-        # Write the commanded (not the measured) joints into the IK seed, so plans chain smoothly.
-        action_qpos = env.scene.control.action_qpos
-        from tasks.layout import ROBOSUITE_SLICES
+    def _interpolate(self, wp: Waypoint) -> list[dict[str, np.ndarray]]:
+        side, ik = self._side, self._ik[self._side]
+        start = self._targets(None)
+        # Seed the IK with the commanded (not the measured) joints, so that segments chain smoothly.
+        qpos = self.env.scene.sim.data._data.qpos.copy()
+        action_qpos = self.env.scene.control.action_qpos
         for part in ("waist", f"{side}_arm"):
             qpos[action_qpos[ROBOSUITE_SLICES[part]]] = start[part]
         pos0, rot0 = ik.palm_pose(qpos)
-        steps = max(1, int(round(wp.steps / self.speed)))
         hand_key = f"{side}_hand"
         hand0 = start[hand_key]
         out = []
         if wp.hand_first and not np.allclose(hand0, wp.hand):
-            for i in range(1, 9):
-                out.append(self._targets({hand_key: hand0 + (wp.hand - hand0) * i / 8}))
+            out += [self._targets({hand_key: hand0 + (wp.hand - hand0) * i / 8}) for i in range(1, 9)]
             hand0 = wp.hand
+        steps = max(1, int(round(wp.steps / self.speed)))
         for i in range(1, steps + 1):
             a = _smooth(i / steps)
             q, _ = ik.solve(qpos, pos0 + (wp.pos - pos0) * a, _slerp(rot0, wp.rot, a))
@@ -139,12 +124,51 @@ class ScriptedExpert:
             out.append(self._targets({"waist": q[:3], f"{side}_arm": q[3:], hand_key: hand0 + (wp.hand - hand0) * a}))
         return out + [self._targets(None) for _ in range(wp.dwell)]
 
-    def _make_plan(self) -> _Plan:
+    # ------------------------------------------------------------ plans
+
+    def _plan(self) -> list[Waypoint]:
+        """Pick the object, then place it (and close the fixture) as the task's family needs."""
         env = self.env
-        spec = env.spec_
-        if spec.fixture:
-            raise NotImplementedError
-        return self._plan_novel()
+        d = env.scene.sim.data._data
+        obj = env.scene.bodies[f"obj_{env.sample.object}"]
+        obj_rot = d.xmat[obj.body_id].reshape(3, 3)
+        center = d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
+        half_z = float(_asset_half_extents(obj.asset, obj_rot)[2])
+        grasp, rot = self._grasp_pose(self._side, obj.asset, center, obj_rot)
+        offset = grasp - center                    # palm relative to the object's centre while it is held
+        above = grasp + np.array([0.0, 0.0, 0.12])
+        above[2] = max(above[2], CLEAR_Z)          # over an open drawer or door on the way
+        pick = [
+            Waypoint(above, rot, OPEN, 30),
+            Waypoint(grasp, rot, OPEN, 20),
+            Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10),
+        ]
+        if env.spec_.fixture is None:
+            return pick + self._place_in_container(grasp, offset, half_z, rot)
+        if env.spec_.fixture == "drawer":
+            return pick + self._place_in_drawer(grasp, offset, half_z, rot) + self._close_drawer()
+        return pick + self._place_behind_door(grasp, offset, half_z, rot) + self._close_door()
+
+    def _place_in_container(self, grasp, offset, half_z, rot) -> list[Waypoint]:
+        env = self.env
+        d = env.scene.sim.data._data
+        target = env.scene.bodies["target"]
+        tpos = d.xpos[target.body_id]
+        region = target.asset.top_tier or target.asset.interior
+        floor = tpos[2] + region.center[2] - region.half[2]
+        carry = max(tpos[2] + target.asset.top, floor) + half_z + 0.08
+        lift = grasp + np.array([0.0, 0.0, 0.2])
+        above = np.array([tpos[0], tpos[1], max(carry + offset[2], lift[2])]) + np.array([offset[0], offset[1], 0.0])
+        place = above.copy()
+        place[2] = floor + half_z + 0.03 + offset[2]
+        return [
+            Waypoint(lift, rot, CLOSED, 25),
+            Waypoint(above, rot, CLOSED, 35),
+            Waypoint(place, rot, CLOSED, 20),
+            Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
+            Waypoint(place + np.array([-0.02, -0.08, 0.12]), rot, OPEN, 15),
+            Waypoint(HOME[self._side] + np.array([0.0, -0.05, 0.05]), rot, OPEN, 30),
+        ]
 
     def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray):
         """Palm site position and orientation for a power grasp of an object.
@@ -174,41 +198,90 @@ class ScriptedExpert:
         grasp[2] = max(grasp[2], TABLE_Z + PALM_CLEARANCE)
         return grasp, rot
 
-    def _plan_novel(self) -> _Plan:
-        env, d = self._state()
-        scene = env.scene
-        side = "right"
-        obj = scene.bodies[f"obj_{env.sample.object}"]
-        target = scene.bodies["target"]
-        obj_rot = d.xmat[obj.body_id].reshape(3, 3)
-        center = d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
-        half = _asset_half_extents(obj.asset, obj_rot)
-        grasp, rot = self._grasp_pose(side, obj.asset, center, obj_rot)
-        pre = grasp + np.array([0.0, -0.02, 0.12])
-        lift = grasp + np.array([0.0, 0.0, 0.2])
-        tpos = d.xpos[target.body_id]
-        region = target.asset.top_tier or target.asset.interior
-        floor = tpos[2] + region.center[2] - region.half[2]
-        top = tpos[2] + target.asset.top
-        carry_z = max(top, floor) + half[2] + 0.08 + (grasp[2] - center[2])
-        offset = grasp - center
-        above = np.array([tpos[0], tpos[1], 0.0]) + offset
-        above[2] = max(carry_z, lift[2])
-        place = above.copy()
-        place[2] = floor + half[2] + 0.03 + offset[2]
-        retreat_up = place + np.array([-0.02, -0.08, 0.12])
-        wps = [
-            Waypoint(pre, rot, OPEN, 30),
-            Waypoint(grasp, rot, OPEN, 20),
-            Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10),
+    def _fixture_interior(self) -> tuple[np.ndarray, np.ndarray]:
+        """World centre and half sizes of the fixture's interior (the drawer's, for the drawer)."""
+        env = self.env
+        d = env.scene.sim.data._data
+        f = env.scene.bodies["fixture"]
+        frame = f.moving_body_id if f.asset.interior_on_joint else f.body_id
+        region = f.asset.interior
+        return d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(region.center), np.asarray(region.half)
+
+    def _place_in_drawer(self, grasp, offset, half_z, rot) -> list[Waypoint]:
+        inside, half = self._fixture_interior()
+        floor = inside[2] - half[2]
+        above = inside + offset
+        above[2] = inside[2] + half[2] + half_z + 0.08 + offset[2]
+        place = inside + offset
+        place[2] = floor + half_z + 0.02 + offset[2]
+        lift = grasp + np.array([0.0, 0.0, 0.15])
+        lift[2] = max(lift[2], above[2])
+        return [
             Waypoint(lift, rot, CLOSED, 25),
-            Waypoint(above, rot, CLOSED, 35),
+            Waypoint(above, rot, CLOSED, 30),
             Waypoint(place, rot, CLOSED, 20),
             Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
-            Waypoint(retreat_up, rot, OPEN, 15),
-            Waypoint(HOME[side] + np.array([0, -0.05, 0.05]), rot, OPEN, 30),
+            Waypoint(above + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20),
         ]
-        return _Plan(side, wps)
+
+    def _close_drawer(self) -> list[Waypoint]:
+        """Push the drawer front shut with the fist, knuckles first."""
+        env = self.env
+        f = env.scene.bodies["fixture"]
+        d = env.scene.sim.data._data
+        front = d.xpos[f.moving_body_id]                      # the drawer's front, at mid-height
+        closed_front = d.xpos[f.body_id] + np.asarray(f.asset.joint.pos)
+        rot = self._rest_rot[self._side]
+        start = front + np.array([-FIST_REACH - 0.05, 0.0, 0.02])
+        end = closed_front + np.array([-FIST_REACH + 0.015, 0.0, 0.02])
+        return [
+            Waypoint(start + np.array([0.0, 0.0, 0.1]), rot, FIST, 25, hand_first=True),
+            Waypoint(start, rot, FIST, 15),
+            Waypoint(end, rot, FIST, 40, dwell=10),
+            Waypoint(end + np.array([-0.15, 0.0, 0.08]), rot, OPEN, 20),
+        ]
+
+    def _place_behind_door(self, grasp, offset, half_z, rot) -> list[Waypoint]:
+        """Carry the object low through the front opening of a cabinet or microwave."""
+        inside, half = self._fixture_interior()
+        floor = inside[2] - half[2]
+        place = inside + offset
+        place[2] = floor + half_z + 0.025 + offset[2]
+        front_x = inside[0] - half[0]
+        outside = place.copy()
+        outside[0] = front_x - 0.12 + offset[0]
+        lift = grasp.copy()
+        lift[2] = place[2] + 0.01
+        return [
+            Waypoint(lift + np.array([0.0, 0.0, 0.02]), rot, CLOSED, 15),
+            Waypoint(outside, rot, CLOSED, 25),
+            Waypoint(place, rot, CLOSED, 25),
+            Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
+            Waypoint(outside + np.array([-0.05, 0.0, 0.0]), rot, OPEN, 25),
+        ]
+
+    def _close_door(self) -> list[Waypoint]:
+        """Sweep the back of the fist along the door's arc, from its outer face, until it is shut."""
+        env = self.env
+        d = env.scene.sim.data._data
+        f = env.scene.bodies["fixture"]
+        joint = f.asset.joint
+        hinge = d.xpos[f.body_id] + np.asarray(joint.pos)
+        width = max(p.pos[1] + p.half_extents()[1] for p in joint.parts) if joint.axis[2] > 0 else \
+            -min(p.pos[1] - p.half_extents()[1] for p in joint.parts)
+        sign = joint.axis[2]                 # +1: hinge on the -y edge, the door runs towards +y when shut
+        angle = float(d.qpos[f.joint_qpos_addr])
+        rot = self._rest_rot[self._side]
+        height = hinge[2] + 0.12
+        wps = []
+        for k, a in enumerate(np.linspace(angle + 0.1, -0.08, 6)):
+            along = np.array([-np.sin(a), sign * np.cos(a), 0.0])      # hinge -> free edge
+            outward = np.array([-np.cos(a), -sign * np.sin(a), 0.0])   # the outer face's normal
+            contact = hinge + 0.7 * width * along + outward * (0.06 if k == 0 else 0.03)
+            palm = contact + np.array([0.0, 0.0, height - hinge[2]])
+            wps.append(Waypoint(palm, rot, FIST, 30 if k == 0 else 12, hand_first=k == 0))
+        return [Waypoint(wps[0].pos + np.array([-0.05, 0.0, 0.1]), rot, FIST, 20, hand_first=True)] + wps + [
+            Waypoint(wps[-1].pos + np.array([-0.15, 0.0, 0.05]), rot, OPEN, 20)]
 
 
 def _rot_x(angle: float) -> np.ndarray:

@@ -23,11 +23,11 @@ DOOR_OPEN_RANGE = (0.9, 1.0)    # fraction of fully open at the start
 
 # Fixed fixture positions (x, y) on the table: the drawer chest and cabinet on the robot's left (left-hand
 # tasks), the microwave on its right (right-hand tasks). Openings face the robot (-x).
-FIXTURE_POSE = {"drawer": (0.12, 0.26), "cabinet": (0.15, 0.25), "microwave": (0.15, -0.24)}
+FIXTURE_POSE = {"drawer": (0.12, 0.36), "cabinet": (0.15, 0.25), "microwave": (0.15, -0.24)}
 
 # Where things start: (x range, y range) per family or role.
 OBJECT_REGION = {
-    "drawer": ((-0.22, -0.15), (-0.02, 0.05)),
+    "drawer": ((-0.14, -0.08), (0.06, 0.12)),
     "cabinet": ((-0.17, -0.1), (0.19, 0.27)),       # ahead of the resting hand: the wine stands 30 cm tall
     "microwave": ((-0.17, -0.1), (-0.29, -0.19)),
 }
