@@ -302,14 +302,23 @@ def _wrap(objective: TrainingObjective, cfg: TrainConfig, ranks: Ranks) -> torch
     raise ValueError(f"strategy must be ddp, fsdp or auto; got {cfg.strategy!r}")
 
 
-def _full_states(wrapped: torch.nn.Module, optimizer, ranks: Ranks) -> tuple[dict, dict]:
-    """Unsharded model and optimizer state on every rank's CPU (a collective under FSDP)."""
-    if ranks.world == 1:
-        return wrapped.lda.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+def _sharded(wrapped: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
 
-    model_state, optim_state = get_state_dict(wrapped, optimizer, options=StateDictOptions(full_state_dict=True,
-                                                                                          cpu_offload=True))
+    return isinstance(wrapped, FSDPModule)
+
+
+def _full_states(wrapped: torch.nn.Module, optimizer, ranks: Ranks) -> tuple[dict, dict | None]:
+    """Unsharded model (and optimizer, if given) state on every rank's CPU (a collective under FSDP)."""
+    if ranks.world == 1:
+        return wrapped.lda.state_dict(), optimizer.state_dict() if optimizer else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        model_state, optim_state = get_model_state_dict(wrapped, options=options), None
+    else:
+        model_state, optim_state = get_state_dict(wrapped, optimizer, options=options)
     return {k.removeprefix("module.").removeprefix("lda."): v for k, v in model_state.items()}, optim_state
 
 
@@ -398,9 +407,19 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
         ranks.barrier()
 
     def run_eval() -> dict[str, float]:
-        result = evaluate(lda, eval_samples, cfg.eval_samples, device=ranks.device) if len(eval_samples) else {}
-        log({"event": "eval", "step": step, **result},
-            f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        """On rank 0 only; a sharded model is gathered into a full copy first."""
+        model = lda
+        if ranks.world > 1 and _sharded(wrapped):
+            state, _ = _full_states(wrapped, None, ranks)
+            if ranks.main:
+                model = LDA(model_config).to(ranks.device)
+                model.load_state_dict(state)
+        result = {}
+        if ranks.main and len(eval_samples):
+            result = evaluate(model, eval_samples, cfg.eval_samples, device=ranks.device)
+            log({"event": "eval", "step": step, **result},
+                f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        ranks.barrier()
         return result
 
     loader = DataLoader(train_samples, collate_fn=collate, num_workers=cfg.num_workers,
@@ -437,7 +456,7 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
                 dist.all_reduce(totals)
             window = dict(zip(sorted(window), totals.tolist()))
             elapsed = time.perf_counter() - tic
-            last = {"event": "train", "step": step, "loss": window["loss"] / window["steps"] / ranks.world,
+            last = {"event": "train", "step": step, "loss": window["loss"] / window["steps"],
                     "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                     "samples_per_s": window["steps"] * cfg.batch_size / ranks.world / elapsed,
                     **{f"loss/{n}": window[n] / window[f"n/{n}"] for n in OBJECTIVES if window[f"n/{n}"]}}
