@@ -65,3 +65,94 @@ def print_env_table(rows: list[dict]) -> None:
     print("robosuite ctrl: the scene stepped with robosuite's own controller objects; scene step: the same scene"
           " with the vectorised controller the suite uses (bare robosuite env.step); env step: gymnasium step"
           " without render (action checks, state, success); overhead: env step over scene step.")
+
+
+class _Timed:
+    """Stands in for `inner`, adding the time spent in the named methods to `seconds`."""
+
+    def __init__(self, inner, methods: tuple[str, ...]):
+        self.inner, self.seconds = inner, 0.0
+        for name in methods:
+            setattr(self, name, self._timed(getattr(inner, name)))
+
+    def _timed(self, method):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return call
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def bench_eval(task_name: str | None = None, max_steps: int = 60, episodes: int = 6, action_steps: int = 8) -> dict:
+    """Where an evaluation's time goes, and how it scales with workers.
+
+    Per control step, for `hold` (a one-step chunk: a policy call and a render every step) and `random`
+    (8-step chunks): the whole episode, the environment's share (reset and steps, renders included), the
+    policy's share, and what is left, the harness's own time. Then episodes per minute of `random` with 1
+    and 2 workers: end to end (process start and environment build included) and steady state (from the
+    episodes' own wall times, all workers busy at once).
+    """
+    import contextlib
+    import io
+    import tempfile
+
+    from lda_bench.evaluate import evaluate
+    from lda_bench.policy import make_policy
+    from lda_bench.records import RecordStore
+    from lda_bench.rollout import run_episode
+    from tasks.env import GR1TabletopEnv
+    from tasks.specs import TASKS, get_task
+
+    spec = get_task(task_name) if task_name else TASKS[0]
+    env = _Timed(GR1TabletopEnv(spec), ("reset", "step_chunk"))
+    env.render()  # build the renderer outside the timed episodes
+    rows = []
+    for name in ("hold", "random"):
+        policy = _Timed(make_policy(name), ("reset", "get_action"))
+        env.seconds = 0.0
+        records = [run_episode(env, policy, spec, trial, trial, action_steps, max_steps, policy_name=name)
+                   for trial in range(3)]
+        steps = sum(r.steps for r in records)
+        total, env_s, policy_s = sum(r.wall_time_s for r in records), env.seconds, policy.seconds
+        rows.append({"policy": name, "steps": steps, "total": 1000 * total / steps, "env": 1000 * env_s / steps,
+                     "policy_ms": 1000 * policy_s / steps, "harness": 1000 * (total - env_s - policy_s) / steps})
+        rows[-1]["overhead_pct"] = 100 * rows[-1]["harness"] / rows[-1]["env"]
+    env.inner.close()
+
+    throughput = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+            start = time.perf_counter()
+            evaluate("random", tasks=[spec.name], trials=episodes, workers=workers, action_steps=action_steps,
+                     max_steps=max_steps, out=out, progress=False)
+            elapsed = time.perf_counter() - start
+            records = RecordStore(out).read()
+        throughput[workers] = {
+            "end_to_end": 60 * episodes / elapsed,
+            "steady": 60 * min(workers, episodes) / statistics.mean(r.wall_time_s for r in records),
+            "outcomes": [(r.trial, r.success, r.steps, r.first_success_step) for r in records]}
+    return {"task": spec.name, "max_steps": max_steps, "action_steps": action_steps, "episodes": episodes,
+            "rows": rows, "throughput": throughput}
+
+
+def print_eval_report(report: dict) -> None:
+    print(f"Evaluation cost on {report['task']}: episodes of {report['max_steps']} steps, "
+          f"{report['action_steps']} steps per chunk; ms per control step.")
+    print(f"{'policy':<8} {'steps':>6} {'episode':>8} {'env':>7} {'policy':>7} {'harness':>8} {'overhead':>9}")
+    for r in report["rows"]:
+        print(f"{r['policy']:<8} {r['steps']:>6} {r['total']:>8.2f} {r['env']:>7.2f} {r['policy_ms']:>7.2f} "
+              f"{r['harness']:>8.3f} {r['overhead_pct']:>8.2f}%")
+    print("env: reset and steps with their renders (hold: one render per step, random: one per chunk); "
+          "harness: episode minus env minus policy; overhead: harness over env.")
+    one, two = report["throughput"][1], report["throughput"][2]
+    print(f"Episodes per minute, random, {report['episodes']} episodes: "
+          f"1 worker {one['steady']:.1f} steady / {one['end_to_end']:.1f} end to end; "
+          f"2 workers {two['steady']:.1f} steady / {two['end_to_end']:.1f} end to end; "
+          f"speed-up {two['steady'] / one['steady']:.2f}x steady, {two['end_to_end'] / one['end_to_end']:.2f}x end to end.")
+    print(f"Same outcomes with 1 and 2 workers: {'yes' if one['outcomes'] == two['outcomes'] else 'NO'}.")

@@ -47,6 +47,56 @@ def _bench(args) -> None:
         from model.bench import bench_model, print_model_table
 
         print_model_table(bench_model())
+    elif args.what == "eval":
+        bench.print_eval_report(bench.bench_eval((args.task or [None])[0], max_steps=args.steps))
+
+
+def _policy_args(pairs: list[str] | None) -> dict[str, str]:
+    """`--policy-arg key=value` (repeatable) -> {key: value}; values stay strings for `make_policy` to convert."""
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--policy-arg expects key=value, got {pair!r}")
+        parsed[key.strip()] = value
+    return parsed
+
+
+def _eval(args) -> None:
+    from lda_bench.evaluate import evaluate
+
+    evaluate(args.policy, _policy_args(args.policy_arg), tasks=args.task, trials=args.trials, workers=args.workers,
+             action_steps=args.action_steps, max_steps=args.max_steps, out=args.out, video=args.video,
+             image_size=args.image_size, progress=not args.no_progress, policy_timeout_s=args.policy_timeout)
+
+
+def _policies_list(args) -> None:
+    from lda_bench.policy import available_policies
+
+    policies = available_policies()
+    width = max(map(len, policies), default=0)
+    for name, description in policies.items():
+        print(f"{name:<{width}}  {description}")
+
+
+def _serve(args) -> None:
+    from lda_bench.remote import serve
+
+    serve(args.policy, _policy_args(args.policy_arg), host=args.host, port=args.port, api_token=args.api_token)
+
+
+def _train(args) -> None:
+    from model.train import TrainConfig, launch
+
+    launch(TrainConfig.load(args.config, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm), args.slurm)
+
+
+def _finetune(args) -> None:
+    from model.train import finetune_config, launch
+
+    launch(finetune_config(args.from_checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
+                           lr=args.lr, cache=args.cache), args.slurm)
 
 
 def _train(args) -> None:
@@ -77,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_tasks_show)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("what", choices=["env", "model"])
-    bench.add_argument("--task", action="append", help="task name (repeatable); default one per family")
-    bench.add_argument("--steps", type=int, default=60)
+    bench.add_argument("what", choices=["env", "model", "eval"])
+    bench.add_argument("--task", action="append",
+                       help="task name (repeatable); default one per family (env), the first task (eval)")
+    bench.add_argument("--steps", type=int, default=60, help="control steps per measurement or episode")
     bench.set_defaults(func=_bench)
 
     training = sub.add_parser("train", help="train an LDA model (resumes a run folder that has a checkpoint)")
@@ -99,7 +150,38 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--slurm", metavar="PROFILE", help="submit to Slurm with this submitit profile (YAML)")
     training.set_defaults(func=_train)
     finetuning.set_defaults(func=_finetune)
+
+    evaluation = sub.add_parser("eval", help="evaluate a policy on tasks; resumes what the output folder lacks")
+    _add_policy_options(evaluation)
+    evaluation.add_argument("--task", action="append", required=True,
+                            help="task name, family or 'all' (repeatable)")
+    evaluation.add_argument("--trials", type=int, default=51, help="trials per task (default 51)")
+    evaluation.add_argument("--workers", type=int, default=1, help="worker processes, one environment each")
+    evaluation.add_argument("--action-steps", type=int, default=8, help="steps executed per action chunk (default 8)")
+    evaluation.add_argument("--max-steps", type=int, default=720, help="control steps per episode (default 720)")
+    evaluation.add_argument("--out", required=True, help="run folder for records (and videos)")
+    evaluation.add_argument("--video", action="store_true", help="write an mp4 per episode to OUT/videos")
+    evaluation.add_argument("--image-size", type=int, default=224, help="egoview side in pixels (default 224)")
+    evaluation.add_argument("--policy-timeout", type=float, metavar="SECONDS",
+                            help="fail an episode whose policy takes longer than this for one call")
+    evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluation.set_defaults(func=_eval)
+
+    policies = sub.add_parser("policies", help="the registered policies").add_subparsers(dest="policies_command", required=True)
+    policies.add_parser("list", help="every policy with its description").set_defaults(func=_policies_list)
+
+    server = sub.add_parser("serve", help="serve a policy over GR00T's ZeroMQ protocol until a client sends kill")
+    _add_policy_options(server)
+    server.add_argument("--port", type=int, default=5555, help="port to listen on (0: any free port)")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    server.add_argument("--api-token", help="refuse requests that do not carry this token")
+    server.set_defaults(func=_serve)
     return parser
+
+
+def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="registered policy name (see `lda-bench policies list`)")
+    parser.add_argument("--policy-arg", action="append", metavar="KEY=VALUE", help="policy argument (repeatable)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
-    except (UsageError, KeyError, ValueError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    except (UsageError, KeyError, ValueError, OSError) as e:
+        # A bare KeyError would print quoted; its subclasses here (unknown task or policy) word their own message.
+        message = e.args[0] if type(e) is KeyError and e.args else e
         print(f"lda-bench: error: {message}", file=sys.stderr)
         return 2
     return 0
