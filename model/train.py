@@ -510,14 +510,16 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(TrainJob(self.cfg))
 
 
-def submit(cfg: TrainConfig, profile: str | Path):
-    """Submit a run with the submitit executor parameters of a Slurm profile (YAML: either flat
-    `update_parameters` keywords, or under a `submitit:` key). Returns the submitit job."""
+def submit(cfg: TrainConfig, profile: str | Path, nodes: int = 1, cluster: str | None = "slurm"):
+    """Submit a run as one Slurm job, with the resources of a cluster profile (`slurm/profiles/*.yaml`, read
+    by the sweep runner's `ClusterProfile`): one rank per GPU on each of `nodes` nodes. Returns the job.
+    `cluster="local"` runs the same job in a local process (submitit's local executor)."""
     import submitit
-    import yaml
 
-    values = yaml.safe_load(Path(profile).read_text()) or {}
-    params = values.get("submitit", values)
-    executor = submitit.AutoExecutor(folder=Path(cfg.out) / "slurm")
-    executor.update_parameters(**params)
+    from lda_bench.sweep import ClusterProfile
+
+    parameters = ClusterProfile.load(profile).executor_parameters()
+    parameters.pop("slurm_array_parallelism", None)
+    executor = submitit.AutoExecutor(folder=Path(cfg.out) / "slurm", cluster=cluster)
+    executor.update_parameters(**parameters, nodes=nodes, tasks_per_node=max(1, parameters.get("gpus_per_node", 1)))
     return executor.submit(TrainJob(cfg))
