@@ -49,6 +49,13 @@ def _bench(args) -> None:
         print_model_table(bench_model())
     elif args.what == "eval":
         bench.print_eval_report(bench.bench_eval((args.task or [None])[0], max_steps=args.steps))
+    elif args.what == "sweep":
+        import tempfile
+
+        from lda_bench.sweep import bench_sweep, print_bench
+
+        with tempfile.TemporaryDirectory() as directory:
+            print_bench(bench_sweep(directory))
 
 
 def _policy_args(pairs: list[str] | None) -> dict[str, str]:
@@ -99,18 +106,44 @@ def _finetune(args) -> None:
                            lr=args.lr, cache=args.cache), args.slurm)
 
 
-def _train(args) -> None:
-    from model.train import TrainConfig, launch
+def _sweep(args) -> None:
+    from lda_bench.sweep import ClusterProfile, make_sweep, run_sweep
 
-    launch(TrainConfig.load(args.config, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm), args.slurm)
+    if not args.policy or not args.out:
+        raise UsageError("a sweep needs --policy (repeatable) and --out; or `lda-bench sweep status RUN_DIR`")
+    by_policy: dict[str, list[str]] = {}
+    for pair in args.policy_arg or []:  # [POLICY:]KEY=VALUE: without a policy, for every policy
+        key, sep, value = pair.partition("=")
+        policy, _, key = key.rpartition(":")
+        by_policy.setdefault(policy, []).append(f"{key}{sep}{value}")
+    sweep = make_sweep(args.policy, {policy: _policy_args(pairs) for policy, pairs in by_policy.items()},
+                       tasks=args.tasks or "all", trials=args.trials, out=args.out, max_steps=args.max_steps,
+                       action_steps=args.action_steps, image_size=args.image_size)
+    profile = ClusterProfile.load(args.profile) if args.profile else None
+    run_sweep(sweep, args.executor, profile, **({"shard_size": args.shard_size} if args.shard_size else {}))
 
 
-def _finetune(args) -> None:
-    from model.train import finetune_config, launch
+def _sweep_status(args) -> None:
+    from lda_bench.sweep import print_status, sweep_status
 
-    launch(finetune_config(args.from_checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
-                           lr=args.lr, cache=args.cache), args.slurm)
+    print_status(sweep_status(args.run_dir))
+
+
+def _report(args) -> None:
+    from lda_bench.report import write_report
+
+    columns = {}
+    for pair in args.paper_column or []:
+        measured, sep, published = pair.partition("=")
+        if not sep or not measured or not published:
+            raise UsageError(f"--paper-column expects POLICY=COLUMN, got {pair!r}")
+        columns[measured] = published
+    text = write_report(args.run_dirs, args.format, args.out, compare_paper=args.compare_paper,
+                        paper_columns=columns, write_plots=args.plots)
+    if args.out:
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_tasks_show)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("what", choices=["env", "model", "eval"])
+    bench.add_argument("what", choices=["env", "model", "eval", "sweep"])
     bench.add_argument("--task", action="append",
                        help="task name (repeatable); default one per family (env), the first task (eval)")
     bench.add_argument("--steps", type=int, default=60, help="control steps per measurement or episode")
@@ -176,6 +209,38 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     server.add_argument("--api-token", help="refuse requests that do not carry this token")
     server.set_defaults(func=_serve)
+
+    sweep = sub.add_parser("sweep", help="evaluate policies on tasks as submitit jobs, locally or on Slurm; "
+                                         "re-running submits only what is missing")
+    sweep.add_argument("--policy", action="append", help="registered policy name (repeatable)")
+    sweep.add_argument("--policy-arg", action="append", metavar="[POLICY:]KEY=VALUE",
+                       help="policy argument, for every policy or only the one named (repeatable)")
+    sweep.add_argument("--tasks", action="append", help="task name, family or 'all' (repeatable; default all)")
+    sweep.add_argument("--trials", type=int, default=51, help="trials per task (default 51)")
+    sweep.add_argument("--action-steps", type=int, default=8, help="steps executed per action chunk (default 8)")
+    sweep.add_argument("--max-steps", type=int, default=720, help="control steps per episode (default 720)")
+    sweep.add_argument("--image-size", type=int, default=224, help="egoview side in pixels (default 224)")
+    sweep.add_argument("--executor", default="local", help="local (runs here, waits) or slurm (queues, returns)")
+    sweep.add_argument("--profile", help="cluster profile YAML, e.g. slurm/profiles/local-test.yaml (slurm: required)")
+    sweep.add_argument("--out", help="sweep folder: one run folder per policy, jobs.json, submitit logs")
+    sweep.add_argument("--shard-size", type=int, help="trials per job (default 17: 3 jobs per task at 51 trials)")
+    sweep.set_defaults(func=_sweep)
+    status = sweep.add_subparsers(dest="sweep_command").add_parser(
+        "status", help="per policy and task: trials done, errors, running, queued, failed")
+    status.add_argument("run_dir", metavar="RUN_DIR")
+    status.set_defaults(func=_sweep_status)
+
+    report = sub.add_parser("report", help="per-task success table (the paper's Table VI layout) and plots")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or sweep folders")
+    report.add_argument("--format", choices=["md", "csv", "tex", "html"], default="md", help="default md")
+    report.add_argument("--out", help="file to write (default: print)")
+    report.add_argument("--compare-paper", action="store_true", help="show the LDA-1B paper's Table VI columns")
+    report.add_argument("--paper-column", action="append", metavar="POLICY=COLUMN",
+                        help="put a paper column (e.g. LDA) beside a measured policy or column (repeatable); "
+                             "without it, --compare-paper appends every paper column")
+    report.add_argument("--plots", action="store_true", help="also write the plots as PNG next to --out "
+                                                             "(html embeds them always)")
+    report.set_defaults(func=_report)
     return parser
 
 
