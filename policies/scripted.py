@@ -21,6 +21,7 @@ from policies.ik import HandIK
 from tasks.layout import ACTION_KEYS, ROBOSUITE_SLICES
 
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.2])        # fingers open, thumb rotated across the palm
+THUMB_UP = np.zeros(6)                                  # fingers straight, thumb pointing up out of the way
 CLOSED = np.array([1.5, 1.5, 1.5, 1.5, 1.0, 1.2])      # power grasp
 FIST = np.array([1.6, 1.6, 1.6, 1.6, 1.2, 0.6])         # for pushing doors and drawers
 TABLE_Z = 0.8
@@ -31,10 +32,12 @@ PALM_CLEARANCE = 0.05       # the palm's lower edge is ~4.6 cm below the site
 FINGER_REACH = 0.118        # how far ahead of the site the straight fingers reach
 SHORT_CENTER = 0.055        # objects whose centre is lower than this are grasped with the palm rolled down
 SHORT_ROLL = 0.6
+TALL = 0.13                 # upright objects taller than this are approached from the side
 ELONGATED = 1.6             # long half-size over the others: lying produce (eggplant, sweet potato)
+MAX_PALM_STEP = 0.008      # metres per control step: faster moves knock objects over
 CLEAR_Z = 1.1              # palm height that clears open fixtures when moving across the table
 FIST_REACH = 0.1            # the curled fingers' front ahead of the palm site
-HOME = {"right": np.array([-0.28, -0.3, 1.12]), "left": np.array([-0.28, 0.3, 1.12])}
+HOME = {"right": np.array([-0.28, -0.35, 1.12]), "left": np.array([-0.28, 0.35, 1.12])}
 
 
 @dataclass
@@ -49,7 +52,8 @@ class Waypoint:
     dwell: int = 4                # hold the final targets this many steps (let joints and fingers arrive)
 
 
-@register_policy("scripted", "expert from simulator state: IK to palm poses, power grasp, place, close fixtures")
+@register_policy("scripted", "expert from simulator state (in progress: solves most novel pick-and-place "
+                             "episodes, few fixture ones yet): IK to palm poses, power grasp, place, close")
 class ScriptedExpert:
     def __init__(self, chunk: int = 8, speed: float = 1.0):
         self.chunk = chunk
@@ -66,6 +70,7 @@ class ScriptedExpert:
         robot = env.scene.robots[0]
         qpos[robot._ref_joint_pos_indexes] = robot.init_qpos
         self._rest_rot = {side: ik.palm_pose(qpos)[1] for side, ik in self._ik.items()}
+        self._nominal = {part: qpos[env.scene.control.action_qpos[ROBOSUITE_SLICES[part]]] for part in ACTION_KEYS}
 
     def reset(self, task: str, instruction: str) -> None:
         if self.env is None:
@@ -103,20 +108,26 @@ class ScriptedExpert:
 
     def _interpolate(self, wp: Waypoint) -> list[dict[str, np.ndarray]]:
         side, ik = self._side, self._ik[self._side]
+        first = self._commanded is None
         start = self._targets(None)
-        # Seed the IK with the commanded (not the measured) joints, so that segments chain smoothly.
         qpos = self.env.scene.sim.data._data.qpos.copy()
+        pos0, rot0 = ik.palm_pose(qpos)
+        # Seed the IK with the commanded joints, so that segments chain smoothly; the first segment starts
+        # from the nominal rest pose, so that every episode's solutions take the same branch whatever the
+        # initial arm perturbation.
+        seed = self._nominal if first else start
         action_qpos = self.env.scene.control.action_qpos
         for part in ("waist", f"{side}_arm"):
-            qpos[action_qpos[ROBOSUITE_SLICES[part]]] = start[part]
-        pos0, rot0 = ik.palm_pose(qpos)
+            qpos[action_qpos[ROBOSUITE_SLICES[part]]] = seed[part]
+        if not first:
+            pos0, rot0 = ik.palm_pose(qpos)
         hand_key = f"{side}_hand"
         hand0 = start[hand_key]
         out = []
         if wp.hand_first and not np.allclose(hand0, wp.hand):
             out += [self._targets({hand_key: hand0 + (wp.hand - hand0) * i / 8}) for i in range(1, 9)]
             hand0 = wp.hand
-        steps = max(1, int(round(wp.steps / self.speed)))
+        steps = max(1, int(round(wp.steps / self.speed)), int(np.linalg.norm(wp.pos - pos0) / (MAX_PALM_STEP * self.speed)))
         for i in range(1, steps + 1):
             a = _smooth(i / steps)
             q, _ = ik.solve(qpos, pos0 + (wp.pos - pos0) * a, _slerp(rot0, wp.rot, a))
@@ -134,15 +145,22 @@ class ScriptedExpert:
         obj_rot = d.xmat[obj.body_id].reshape(3, 3)
         center = d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
         half_z = float(_asset_half_extents(obj.asset, obj_rot)[2])
-        grasp, rot = self._grasp_pose(self._side, obj.asset, center, obj_rot)
+        grasp, rot, normal, tall = self._grasp_pose(self._side, obj.asset, center, obj_rot)
         offset = grasp - center                    # palm relative to the object's centre while it is held
-        above = grasp + np.array([0.0, 0.0, 0.12])
-        above[2] = max(above[2], CLEAR_Z)          # over an open drawer or door on the way
-        pick = [
-            Waypoint(above, rot, OPEN, 30),
-            Waypoint(grasp, rot, OPEN, 20),
-            Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10),
-        ]
+        # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
+        ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
+        if not tall:           # from above, thumb already across the palm, coming down just clear of the object
+            above = grasp + np.array([0.0, 0.0, 0.12]) - 0.02 * normal
+            if env.spec_.fixture:
+                above[2] = max(above[2], CLEAR_Z)  # over an open drawer or door on the way
+            pick = [ready, Waypoint(above, rot, OPEN, 30), Waypoint(grasp, rot, OPEN, 20)]
+        else:                  # from the side along the palm normal, thumb up until the palm touches
+            beside = grasp - 0.08 * normal
+            above = beside.copy()
+            above[2] = max(beside[2] + 0.12, CLEAR_Z)
+            pick = [ready, Waypoint(above, rot, THUMB_UP, 30), Waypoint(beside, rot, THUMB_UP, 20),
+                    Waypoint(grasp, rot, THUMB_UP, 20)]
+        pick.append(Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10))
         if env.spec_.fixture is None:
             return pick + self._place_in_container(grasp, offset, half_z, rot)
         if env.spec_.fixture == "drawer":
@@ -167,11 +185,12 @@ class ScriptedExpert:
             Waypoint(place, rot, CLOSED, 20),
             Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
             Waypoint(place + np.array([-0.02, -0.08, 0.12]), rot, OPEN, 15),
-            Waypoint(HOME[self._side] + np.array([0.0, -0.05, 0.05]), rot, OPEN, 30),
+            Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 30),
         ]
 
     def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray):
-        """Palm site position and orientation for a power grasp of an object.
+        """Palm site position and orientation for a power grasp, the palm normal, and whether the object is
+        tall enough to be approached from the side.
 
         Upright objects: the handshake pose, palm beside the object. Low objects: the palm rolled towards
         the table so the fingers reach under them. Elongated objects lying down: the palm facing down with
@@ -196,7 +215,7 @@ class ScriptedExpert:
         offset = turn @ np.array([forward, -sign * (along_normal + GRASP_SIDE_GAP), GRASP_UP])
         grasp = center - offset
         grasp[2] = max(grasp[2], TABLE_Z + PALM_CLEARANCE)
-        return grasp, rot
+        return grasp, rot, normal, roll == 0.0 and 2 * half_local[2] > TALL
 
     def _fixture_interior(self) -> tuple[np.ndarray, np.ndarray]:
         """World centre and half sizes of the fixture's interior (the drawer's, for the drawer)."""
