@@ -44,7 +44,7 @@ def test_builtin_policy_answers_a_valid_chunk(name):
 def test_pyproject_entry_points_name_the_registered_factories():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     table = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["lda_bench.policies"]
-    assert set(table) == {"random", "hold", "replay", "remote"}
+    assert {"random", "hold", "replay", "remote"} <= set(table)  # the built-ins; model families add theirs
     for name, target in table.items():
         module, _, attribute = target.partition(":")
         factory = getattr(importlib.import_module(module), attribute)
