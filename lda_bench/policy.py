@@ -40,6 +40,9 @@ class Policy(Protocol):
     `state.right_arm` (7,), `state.left_hand` (6,), `state.right_hand` (6,), `state.waist` (3,) float64
     joint positions in radians; `annotation.human.coarse_action` the instruction. The answer maps
     `action.left_arm` ... `action.waist` to (K, dim) absolute joint targets for the next K >= 1 steps.
+
+    A privileged policy (the scripted expert) may also define `bind_env(env)`: the rollout then hands it
+    the environment before each episode, so it can read the simulator's state.
     """
 
     def reset(self, task: str, instruction: str) -> None: ...

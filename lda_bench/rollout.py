@@ -39,6 +39,8 @@ def run_episode(env, policy: Policy, task_spec: TaskSpec, trial: int, seed: int,
     if action_steps < 1 or max_steps < 1:
         raise ValueError(f"need action_steps >= 1 and max_steps >= 1; got {action_steps}, {max_steps}")
     start = time.perf_counter()
+    if hasattr(policy, "bind_env"):  # a privileged policy (the scripted expert) reads the simulator itself
+        policy.bind_env(getattr(env, "unwrapped", env))
     obs, info = env.reset(seed=seed)
     instruction = info["instruction"]
     frames = None if video_path is None else [obs[VIDEO_KEY]]
