@@ -147,7 +147,7 @@ def _report(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lda-bench", description=__doc__.split("\n")[0].strip("`: "))
+    parser = argparse.ArgumentParser(prog="lda-bench", description="The RoboCasa-GR1 tabletop benchmark and the LDA model.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     tasks = sub.add_parser("tasks", help="the 24 RoboCasa-GR1 tabletop tasks").add_subparsers(dest="tasks_command", required=True)
