@@ -8,6 +8,7 @@ of the frame included). GPU figures are measured only where a GPU is present.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -29,8 +30,10 @@ def _batch(config, size: int, device, vlm_tokens: int = 64) -> dict[str, torch.T
             "has_actions": torch.ones(size, dtype=torch.bool, device=device)}
 
 
-def _median_time(fn, repeats: int, sync=lambda: None) -> float:
-    fn()  # warm-up
+def _times(fn, repeats: int, sync=lambda: None) -> dict[str, float]:
+    """Median and best of `repeats` timed calls after one warm-up, in seconds: on a shared machine the
+    median carries the load of the other processes, the best is the nearest to the machine's own speed."""
+    fn()
     sync()
     times = []
     for _ in range(repeats):
@@ -38,7 +41,7 @@ def _median_time(fn, repeats: int, sync=lambda: None) -> float:
         fn()
         sync()
         times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+    return {"median": statistics.median(times), "best": min(times)}
 
 
 def train_throughput(name: str, device: str, batch: int, repeats: int) -> float:
@@ -56,10 +59,10 @@ def train_throughput(name: str, device: str, batch: int, repeats: int) -> float:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    return batch / _median_time(step, repeats, sync)
+    return batch / _times(step, repeats, sync)["median"]
 
 
-def chunk_latency(name: str, device: str, repeats: int) -> float:
+def chunk_latency(name: str, device: str, repeats: int) -> dict[str, float]:
     """Seconds for one action chunk from cached features (network only, 4 Euler steps, batch 1)."""
     config = get_config(name)
     model = LDA(config).to(device).eval()
@@ -67,10 +70,10 @@ def chunk_latency(name: str, device: str, repeats: int) -> float:
     cond = {k: data[k] for k in ("obs", "past_actions", "state", "vlm", "vlm_mask")}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-        return _median_time(lambda: model.sample(POLICY, **cond), repeats, sync)
+        return _times(lambda: model.sample(POLICY, **cond), repeats, sync)
 
 
-def policy_latency(repeats: int) -> float:
+def policy_latency(repeats: int) -> dict[str, float]:
     """Seconds for one `get_action` of a tiny LDA policy on CPU: encoders, history, sampling, unnormalising."""
     import tempfile
     from pathlib import Path
@@ -96,7 +99,7 @@ def policy_latency(repeats: int) -> float:
            LANGUAGE_KEY: "pick up the can, place it into the drawer and close the drawer"}
     obs.update({STATE_KEYS[part]: np.zeros(ACTION_DIMS[part]) for part in ACTION_DIMS})
     policy.reset("bench", obs[LANGUAGE_KEY])
-    return _median_time(lambda: policy.get_action(obs), repeats)
+    return _times(lambda: policy.get_action(obs), repeats)
 
 
 def bench_model(repeats: int = 10) -> dict:
@@ -104,14 +107,15 @@ def bench_model(repeats: int = 10) -> dict:
     for name, config in PRESETS.items():
         with torch.device("meta"):
             sizes[name] = LDA(config).num_params()
-    result = {"params": sizes, "threads": torch.get_num_threads(),
+    ms = lambda times: {k: 1000 * v for k, v in times.items()}  # noqa: E731
+    result = {"params": sizes, "threads": torch.get_num_threads(), "load": os.getloadavg()[0],
               "cpu": {"train_samples_per_s": train_throughput("tiny", "cpu", 32, max(3, repeats // 2)),
-                      "chunk_ms": 1000 * chunk_latency("tiny", "cpu", repeats),
-                      "policy_ms": 1000 * policy_latency(repeats)}}
+                      "chunk_ms": ms(chunk_latency("tiny", "cpu", repeats)),
+                      "policy_ms": ms(policy_latency(repeats))}}
     if torch.cuda.is_available():
         result["gpu"] = {"device": torch.cuda.get_device_name(),
                          **{name: {"train_samples_per_s": train_throughput(name, "cuda", 32, repeats),
-                                   "chunk_ms": 1000 * chunk_latency(name, "cuda", repeats)}
+                                   "chunk_ms": ms(chunk_latency(name, "cuda", repeats))}
                             for name in ("tiny", "lda-0.5b", "lda-1b", "lda-dit")}}
     return result
 
@@ -124,9 +128,11 @@ def print_model_table(result: dict) -> None:
               f"{config.layers} layers, {config.heads} heads, latent {config.patch_grid}x{config.patch_grid}x"
               f"{config.dino_dim}, chunk {config.action_chunk}")
     cpu = result["cpu"]
-    print(f"tiny on CPU ({result['threads']} thread(s)): training {cpu['train_samples_per_s']:.0f} samples/s "
-          f"(batch 32, AdamW step); action chunk {cpu['chunk_ms']:.1f} ms (network, 4 Euler steps); "
-          f"policy call {cpu['policy_ms']:.1f} ms (encoders + network, 224 px frame)")
+    span = lambda t: f"{t['median']:.1f} ms median, {t['best']:.1f} ms best"  # noqa: E731
+    print(f"tiny on CPU ({result['threads']} thread(s), load average {result['load']:.1f}):")
+    print(f"  training       {cpu['train_samples_per_s']:.0f} samples/s (batch 32, one AdamW step)")
+    print(f"  action chunk   {span(cpu['chunk_ms'])} (network: 4 Euler steps from cached features; target < 50 ms)")
+    print(f"  policy call    {span(cpu['policy_ms'])} (tiny DINO + tiny VLM on a 224 px frame, then the chunk)")
     if "gpu" not in result:
         print("GPU: none present (torch.cuda.is_available() is False); no GPU figures")
         return
@@ -134,4 +140,4 @@ def print_model_table(result: dict) -> None:
     print(f"GPU {gpu['device']} (bf16 autocast, batch 32):")
     for name in ("tiny", "lda-0.5b", "lda-1b", "lda-dit"):
         print(f"  {name:<9} training {gpu[name]['train_samples_per_s']:.0f} samples/s; "
-              f"action chunk {gpu[name]['chunk_ms']:.1f} ms")
+              f"action chunk {span(gpu[name]['chunk_ms'])}")
