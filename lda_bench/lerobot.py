@@ -30,6 +30,8 @@ DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{epis
 DEFAULT_COLUMNS = {"state": "observation.state", "action": "action"}
 GR00T_FOLDER = re.compile(r"^gr1_unified\.(?P<task>\w+?)_GR1ArmsAndWaistFourierHands_(?P<count>\d+)$")
 QUALITIES = ("high", "low", "video")
+# Annotation keys of modality.json that hold an instruction (as a task index into tasks.jsonl), best first.
+INSTRUCTION_ANNOTATIONS = ("human.coarse_action", "human.action.task_description", "human.task_description")
 
 
 @dataclass(frozen=True)
@@ -143,14 +145,20 @@ class LeRobotDataset:
         return self.episodes.get(episode, {})
 
     def instruction(self, episode: int) -> str:
-        """The episode's language instruction (its first task in episodes.jsonl, or its first task_index)."""
+        """The episode's language instruction: the task that its first frame's annotation column names in
+        tasks.jsonl (GR00T's `annotation.human.coarse_action`, else the task description), or else the
+        first task listed for it in episodes.jsonl (which may also list labels such as "valid")."""
+        annotations = self.modality.get("annotation", {})
+        for key in INSTRUCTION_ANNOTATIONS:
+            if key in annotations and self.tasks:
+                column = annotations[key].get("original_key", f"annotation.{key}")
+                path = self._existing_parquet(episode)
+                if column in pq.read_schema(path).names:
+                    index = int(pd.read_parquet(path, columns=[column])[column].iloc[0])
+                    if index in self.tasks:
+                        return self.tasks[index]
         tasks = self.episode(episode).get("tasks")
-        if tasks:
-            return tasks[0]
-        if self.tasks:
-            table = pd.read_parquet(self.episode_path(episode), columns=["task_index"])
-            return self.tasks[int(table["task_index"].iloc[0])]
-        return ""
+        return tasks[0] if tasks else ""
 
     def quality(self, episode: int) -> str:
         """The episode's data role: `high`, `low`, or `video` (action-free). Unlabelled episodes are `high`

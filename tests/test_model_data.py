@@ -95,6 +95,11 @@ def test_writer_round_trips_through_the_reader_in_gr00ts_per_task_layout(tmp_pat
     assert decoded.shape == frames.shape
     stats = json.loads((folder / "meta/stats.json").read_text())
     np.testing.assert_allclose(stats["action"]["mean"], np.concatenate([e[1] for e in episodes]).mean(0))
+    # GR00T's episodes.jsonl may list labels beside the instruction: the annotation column decides
+    lines = (folder / "meta/episodes.jsonl").read_text().splitlines()
+    (folder / "meta/episodes.jsonl").write_text("".join(
+        json.dumps({**json.loads(line), "tasks": ["valid", json.loads(line)["tasks"][0]]}) + "\n" for line in lines))
+    assert LeRobotDataset.open(folder).instruction(1) == "task 1"
     with pytest.raises(FileNotFoundError, match="holds no LeRobot dataset"):
         find_datasets(tmp_path / "gr00t" / "gr1_unified.PnPCanToDrawerClose_GR1ArmsAndWaistFourierHands_1000" / "data")
 
