@@ -173,7 +173,9 @@ class VLMEncoder(FrozenEncoder):
         config = Qwen3VLConfig(
             text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}),
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+                             # the same rotary set-up in the keys transformers 4.57 reads
+                             rope_theta=10000.0, rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1]}),
             vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
                                patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
                                num_position_embeddings=(image_size // 16) ** 2, deepstack_visual_indexes=[0]),
