@@ -216,7 +216,6 @@ def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int 
     return {key: value / n for key, value in sums.items()} if n else {}
 
 
-
 # --- the run -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
