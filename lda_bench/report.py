@@ -114,10 +114,6 @@ class SuccessTable:
     def cell(self, task: str, column: str) -> pd.Series:
         return self.cells.loc[(task, column)]
 
-    def covered(self, column: str) -> list[str]:
-        """The tasks with records in `column`."""
-        return [task for task in self.tasks if self.cells.at[(task, column), "trials"] > 0]
-
     @property
     def flagged(self) -> list[str]:
         """Lines naming the tasks with fewer trials than their column's others, and the tasks without any."""
@@ -279,7 +275,7 @@ def _grid(table: SuccessTable, comparison: PaperComparison | None) -> tuple[list
 
 
 def _number(value: float, signed: bool = False) -> str:
-    if value is None or math.isnan(value):
+    if math.isnan(value):
         return "-"
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
@@ -294,7 +290,7 @@ def _notes(table: SuccessTable, comparison: PaperComparison | None) -> list[str]
         notes.append(comparison.note + ("; diff = measured - paper, in points" if comparison.beside else ""))
     flagged = table.flagged
     if flagged:
-        notes.append(f"Missing trials ({len(flagged)} task(s)): " + "; ".join(flagged))
+        notes.append("Incomplete: " + "; ".join(flagged))
     return notes
 
 
@@ -452,12 +448,14 @@ def write_report(paths: list[Path | str], fmt: str = "md", out: Path | str | Non
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if write_plots and out is None:
+        raise ValueError("plots are written next to the report: give --out")
     table = success_rate_table(load_records(paths))
     comparison = paper_comparison(table, paper_columns) if compare_paper or paper_columns else None
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     images = {}
     if write_plots and fmt != "html":
-        if out is None:
-            raise ValueError("plots are written next to the report: give --out")
         for title, png in plots(table, comparison).items():
             path = Path(out).with_name(f"{Path(out).stem}-{title.replace(' ', '-')}.png")
             path.write_bytes(png)
@@ -471,6 +469,5 @@ def write_report(paths: list[Path | str], fmt: str = "md", out: Path | str | Non
     else:
         text = to_html(table, comparison)
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text, encoding="utf-8")
     return text

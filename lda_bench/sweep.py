@@ -83,17 +83,22 @@ class ClusterProfile:
 
 
 def _check_setting(path: Path, name: str, value: Any, annotation: str) -> None:
-    if value is None and "None" in annotation:
+    """Check a value against its field's annotation ("str | None", "int", "float | None"): strings must not
+    be empty, numbers must be positive (gpus_per_node may be 0)."""
+    nullable = annotation.endswith("| None")
+    if value is None and nullable:
         return
     if annotation.startswith("str"):
-        ok = isinstance(value, str) and value != ""
-    elif annotation.startswith("float"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        ok, wanted = isinstance(value, str) and value != "", "a non-empty string"
     else:
-        ok = isinstance(value, int) and not isinstance(value, bool) and (value > 0 or name == "gpus_per_node" and value == 0)
+        kinds = (int, float) if annotation.startswith("float") else int
+        number = isinstance(value, kinds) and not isinstance(value, bool)
+        if name == "gpus_per_node":
+            ok, wanted = number and value >= 0, "a whole number >= 0"
+        else:
+            ok, wanted = number and value > 0, "a positive number"
     if not ok:
-        raise ProfileError(f"{path}: {name} must be {'a non-empty string' if annotation.startswith('str') else 'a positive number'}"
-                           f"{' or null' if 'None' in annotation else ''}, got {value!r}")
+        raise ProfileError(f"{path}: {name} must be {wanted}{' or null' if nullable else ''}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,9 @@ class Sweep:
         return cls(policies=policies, tasks=tuple(data.pop("tasks")), out=Path(out), **data)
 
 
-def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | None = None, tasks: str | list[str] = "all",
-               trials: int = 51, out: Path | str = "runs/sweep", max_steps: int = 720, action_steps: int = 8,
-               image_size: int = 224) -> Sweep:
+def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | None = None,
+               tasks: str | list[str] = "all", trials: int = 51, out: Path | str = "runs/sweep", max_steps: int = 720,
+               action_steps: int = 8, image_size: int = 224) -> Sweep:
     """A sweep from command-line terms: `policy_args` maps a policy name (or "" for all) to its arguments."""
     policy_args = policy_args or {}
     unknown = sorted(set(policy_args) - set(policies) - {""})
@@ -203,6 +208,7 @@ def refresh_states(out: Path | str, jobs: list[dict[str, Any]]) -> list[dict[str
     unfinished = [job for job in jobs if not is_final(job["state"])]
     slurm = [submitit.SlurmJob(folder=out / "submitit", job_id=job["job_id"])
              for job in unfinished if job["executor"] == "slurm"]
+    # submitit's watcher asks sacct about every job it knows at once: force that once, then read its cache.
     states = {job.job_id: job.get_info(mode="force" if i == 0 else "standard").get("State", "UNKNOWN")
               for i, job in enumerate(slurm)}
     for job in unfinished:
@@ -243,7 +249,8 @@ def plan(sweep: Sweep, shard_size: int = DEFAULT_SHARD_SIZE) -> list[Shard]:
         for task in sweep.tasks:
             missing = [t for t in range(sweep.trials) if record_key(policy.name, policy.args, task, t) not in recorded
                        and (policy.folder, task, t) not in held]
-            shards += [Shard(policy, task, tuple(missing[i:i + shard_size])) for i in range(0, len(missing), shard_size)]
+            shards += [Shard(policy, task, tuple(missing[i:i + shard_size]))
+                       for i in range(0, len(missing), shard_size)]
     (sweep.out / "sweep.json").write_text(json.dumps(sweep.to_json(), indent=1) + "\n", encoding="utf-8")
     return shards
 
@@ -267,19 +274,23 @@ def job_setup() -> list[str]:
     return [f"export {exports}", f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
+def resolve_profile(kind: str, profile: ClusterProfile | None) -> ClusterProfile:
+    """The profile jobs of executor `kind` run with: a Slurm sweep names one; a local one defaults to a job per core."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}; choose from {', '.join(EXECUTORS)}")
+    if profile is None and kind == "slurm":
+        raise ValueError("a Slurm sweep needs --profile (see slurm/profiles/)")
+    return profile or ClusterProfile(time_min=24 * 60, array_parallelism=os.cpu_count() or 1)
+
+
 def make_executor(kind: str, out: Path, profile: ClusterProfile | None = None) -> submitit.Executor:
     """A submitit executor writing its logs to `out/submitit`; `debug` runs nothing until a result is asked."""
     folder = out / "submitit" / "%j"
     if kind == "debug":
         return submitit.DebugExecutor(folder=folder)
-    if kind not in EXECUTORS:
-        raise ValueError(f"unknown executor {kind!r}; choose from {', '.join(EXECUTORS)}")
-    if kind == "slurm" and profile is None:
-        raise ValueError("a Slurm sweep needs --profile (see slurm/profiles/)")
-    profile = profile or ClusterProfile(time_min=24 * 60, array_parallelism=os.cpu_count() or 1)
     executor = submitit.AutoExecutor(folder=folder, cluster=kind)
     executor.update_parameters(name="lda-bench-sweep", slurm_setup=job_setup(), local_setup=job_setup(),
-                               **profile.executor_parameters())
+                               **resolve_profile(kind, profile).executor_parameters())
     return executor
 
 
@@ -343,23 +354,25 @@ def _outcome(job: submitit.Job) -> str:
         result = job.result()
     except Exception as exc:  # noqa: BLE001 - a failed job is reported, the sweep goes on
         return f"job failed: {str(exc).splitlines()[0]}"
-    return f"{result['successes']}/{result['episodes']} successes" + (f", {result['errors']} errors" if result["errors"] else "")
+    errors = f", {result['errors']} errors" if result["errors"] else ""
+    return f"{result['successes']}/{result['episodes']} successes{errors}"
 
 
 def run_sweep(sweep: Sweep, executor: str = "local", profile: ClusterProfile | None = None,
               shard_size: int = DEFAULT_SHARD_SIZE) -> list[submitit.Job]:
     """Plan the missing trials and submit them: a local sweep runs to the end, a Slurm one is queued."""
+    profile = resolve_profile(executor, profile)
     shards = plan(sweep, shard_size)
     episodes = sum(len(shard.trials) for shard in shards)
     print(f"{sweep.out}: {episodes} episode(s) to run in {len(shards)} job(s) "
           f"({len(sweep.policies)} policies x {len(sweep.tasks)} tasks x {sweep.trials} trials asked)", flush=True)
     submitit_executor = make_executor(executor, sweep.out, profile)
     if executor == "local":
-        parallelism = profile.array_parallelism if profile else (os.cpu_count() or 1)
-        return run_locally(sweep, shards, submitit_executor, parallelism)
+        return run_locally(sweep, shards, submitit_executor, profile.array_parallelism)
     jobs = submit(sweep, shards, submitit_executor, executor)
     if jobs:
-        print(f"submitted job array {jobs[0].job_id.split('_')[0]}; follow it with `lda-bench sweep status {sweep.out}`")
+        print(f"submitted job array {jobs[0].job_id.split('_')[0]}; "
+              f"follow it with `lda-bench sweep status {sweep.out}`")
     return jobs
 
 
@@ -408,11 +421,11 @@ def sweep_status(out: Path | str) -> list[TaskStatus]:
 def print_status(rows: list[TaskStatus]) -> None:
     width = max(len(r.task) for r in rows)
     folder_width = max(len("policy"), *(len(r.folder) for r in rows))
-    print(f"{'policy':<{folder_width}}  {'task':<{width}}  {'done':>9}  {'errors':>6}  {'running':>7}  {'queued':>6}  "
-          f"{'failed':>6}  {'unsubmitted':>11}")
+    print(f"{'policy':<{folder_width}}  {'task':<{width}}  {'done':>9}  {'errors':>6}  {'running':>7}  "
+          f"{'queued':>6}  {'failed':>6}  {'unsubmitted':>11}")
     for r in rows:
-        print(f"{r.folder:<{folder_width}}  {r.task:<{width}}  {f'{r.done}/{r.total}':>9}  {r.errors:>6}  {r.running:>7}  "
-              f"{r.queued:>6}  {r.failed:>6}  {r.unsubmitted:>11}")
+        print(f"{r.folder:<{folder_width}}  {r.task:<{width}}  {f'{r.done}/{r.total}':>9}  {r.errors:>6}  "
+              f"{r.running:>7}  {r.queued:>6}  {r.failed:>6}  {r.unsubmitted:>11}")
     done, total = sum(r.done for r in rows), sum(r.total for r in rows)
     failed = sum(r.failed + r.unsubmitted for r in rows)
     print(f"{done}/{total} episodes recorded" + (f"; {failed} need the sweep run again" if failed else ""))
@@ -447,14 +460,16 @@ def bench_sweep(directory: Path | str, records: int = 100_000) -> dict[str, floa
             folder = directory / "records" / f"{policy}-{max_steps}" / "records"
             folder.mkdir(parents=True)
             protocol = asdict(EvalProtocol(max_steps=max_steps, action_steps=8, image_size=224))
-            lines = [EpisodeRecord(policy, {}, task, trial, trial, rng.random() < 0.4, None, max_steps, 1.0, None,
-                                   "", protocol, finished_at=1.0).to_json()
+            lines = [EpisodeRecord(policy=policy, policy_args={}, task=task, trial=trial, seed=trial,
+                                   success=rng.random() < 0.4, first_success_step=None, steps=max_steps,
+                                   wall_time_s=1.0, error=None, instruction="", protocol=protocol).to_json()
                      for task in sweep.tasks for trial in range(per_column)]
             (folder / "synthetic.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     start = time.perf_counter()
     loaded = {folder: RecordStore(folder).read() for folder in report.run_folders(directory / "records")}
     figures[f"read {sum(map(len, loaded.values())):,} records from the store"] = time.perf_counter() - start
-    for label, render in (("aggregate + markdown", report.to_markdown), ("aggregate + HTML with plots", report.to_html)):
+    renderers = {"aggregate + markdown": report.to_markdown, "aggregate + HTML with plots": report.to_html}
+    for label, render in renderers.items():
         start = time.perf_counter()
         frame = pd.concat([report.records_frame(found, str(folder)) for folder, found in loaded.items()])
         render(report.success_rate_table(frame))

@@ -81,7 +81,7 @@ def test_missing_trials_and_errors_are_flagged():
     assert not table.cell(CAN, "hold").missing
     assert table.flagged == [f"hold: {CUP} has 2 of 4 trials", "hold: no records for 22 of 24 tasks"]
     text = report.to_markdown(table)
-    assert "n=2/4! err=1" in text and f"{CUP} has 2 of 4 trials" in text
+    assert "n=2/4! err=1" in text and f"Incomplete: hold: {CUP} has 2 of 4 trials" in text
 
 
 def test_paper_columns_beside_the_measured_ones_with_the_difference():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lda_bench.cli import main
 from lda_bench import sweep as sweeps
 from lda_bench.policy import UnknownPolicyError
 from lda_bench.records import EpisodeRecord, EvalProtocol, ProtocolMismatchError, RecordStore
@@ -95,6 +96,18 @@ def test_bad_sweep_requests_fail_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="shard_size must be a positive integer"):
         sweeps.plan(make(tmp_path), shard_size=0)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policy-arg", "random:seed=1"], "policy arguments given for ['random'], which the sweep does not run"),
+    (["--executor", "slurm"], "a Slurm sweep needs --profile"),
+    (["--executor", "pbs"], "unknown executor 'pbs'; choose from local, slurm"),
+    (["--profile", "slurm/profiles/nope.yaml"], "cluster profile slurm/profiles/nope.yaml not found"),
+])
+def test_the_sweep_command_refuses_bad_requests_in_one_line(tmp_path, capsys, args, message):
+    assert main(["sweep", "--policy", "hold", "--tasks", CAN, "--out", str(tmp_path / "out"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # ---- profiles ------------------------------------------------------------------------------------------------
