@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -110,6 +111,7 @@ def bench_eval(task_name: str | None = None, max_steps: int = 60, episodes: int 
     from tasks.specs import TASKS, get_task
 
     spec = get_task(task_name) if task_name else TASKS[0]
+    load = os.getloadavg()[0]  # other processes on these cores slow the workers down: say how busy they were
     env = _Timed(GR1TabletopEnv(spec), ("reset", "step_chunk"))
     env.render()  # build the renderer outside the timed episodes
     rows = []
@@ -138,7 +140,7 @@ def bench_eval(task_name: str | None = None, max_steps: int = 60, episodes: int 
             "steady": 60 * min(workers, episodes) / statistics.mean(r.wall_time_s for r in records),
             "outcomes": [(r.trial, r.success, r.steps, r.first_success_step) for r in records]}
     return {"task": spec.name, "max_steps": max_steps, "action_steps": action_steps, "episodes": episodes,
-            "rows": rows, "throughput": throughput}
+            "rows": rows, "throughput": throughput, "load": load, "cores": os.cpu_count()}
 
 
 def print_eval_report(report: dict) -> None:
@@ -155,4 +157,5 @@ def print_eval_report(report: dict) -> None:
           f"1 worker {one['steady']:.1f} steady / {one['end_to_end']:.1f} end to end; "
           f"2 workers {two['steady']:.1f} steady / {two['end_to_end']:.1f} end to end; "
           f"speed-up {two['steady'] / one['steady']:.2f}x steady, {two['end_to_end'] / one['end_to_end']:.2f}x end to end.")
-    print(f"Same outcomes with 1 and 2 workers: {'yes' if one['outcomes'] == two['outcomes'] else 'NO'}.")
+    print(f"Same outcomes with 1 and 2 workers: {'yes' if one['outcomes'] == two['outcomes'] else 'NO'}. "
+          f"Load average before the run: {report['load']:.2f} on {report['cores']} cores.")

@@ -28,8 +28,10 @@ from lda_bench.rollout import run_episode
 from tasks.specs import TaskSpec, get_task, resolve_tasks
 
 # One simulation per core: without these, BLAS and OpenMP thread pools of two workers fight over the cores
-# (measured: 14 ms per control step each instead of 7).
-WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# (measured: 14 ms per control step each instead of 7), and so would Mesa's software renderer (llvmpipe),
+# which starts a thread per core.
+WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                      "LP_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
