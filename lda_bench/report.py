@@ -370,19 +370,28 @@ def plots(table: SuccessTable, comparison: PaperComparison | None = None) -> dic
 
 
 def _bar_series(table: SuccessTable, comparison: PaperComparison | None) -> list[dict[str, Any]]:
-    """One bar series per measured column (rates over the tasks and the average, Wilson error bars, a colour),
-    then one per paper column shown (hatched greys)."""
+    """The bars to draw, each with its rates over the tasks and the average: every measured column (with its
+    Wilson intervals), followed by the paper column it is compared with, hatched in the same colour; the
+    paper columns shown without a measured one come last, hatched in pastel colours."""
+    import matplotlib
+
     rows = [*table.tasks, AVERAGE]
+
+    def published(name: str, color: Any) -> dict[str, Any]:
+        values = np.array([comparison.value(name, task) for task in rows])
+        return {"label": f"paper {name}", "values": values, "color": color, "error": None, "hatch": "//"}
+
     series = []
     for i, column in enumerate(table.columns):
         cells = table.cells.xs(column.name, level="column").loc[rows]
         error = np.vstack([cells["rate"] - cells["low"], cells["high"] - cells["rate"]])
         series.append({"label": column.name, "values": cells["rate"].to_numpy(), "color": f"C{i % 10}",
                        "error": np.clip(np.nan_to_num(error), 0, None), "hatch": None})
-    published = [*dict.fromkeys(comparison.beside.values()), *comparison.appended] if comparison else []
-    for i, name in enumerate(published):
-        series.append({"label": f"paper {name}", "values": np.array([comparison.value(name, task) for task in rows]),
-                       "color": str(0.35 + 0.45 * i / max(1, len(published) - 1)), "error": None, "hatch": "//"})
+        if comparison and column.name in comparison.beside:
+            series.append(published(comparison.beside[column.name], f"C{i % 10}"))
+    pastel = matplotlib.colormaps["Set2"].colors
+    appended = comparison.appended if comparison else []
+    series += [published(name, pastel[i % len(pastel)]) for i, name in enumerate(appended)]
     return series
 
 
@@ -397,7 +406,7 @@ def _task_bars(table: SuccessTable, comparison: PaperComparison | None) -> bytes
     for i, s in enumerate(series):
         ax.barh(y - 0.4 + (i + 0.5) * width, np.nan_to_num(s["values"]), height=width, xerr=s["error"],
                 label=s["label"], color=s["color"], hatch=s["hatch"], edgecolor="white" if s["hatch"] else None,
-                error_kw={"elinewidth": 0.8, "capsize": 1.5})
+                alpha=0.6 if s["hatch"] else 1.0, error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_ylim(len(labels) - 0.5, -0.5)  # the paper's order, top to bottom
     ax.axhline(len(labels) - 1.5, color="0.2", linewidth=0.8)
@@ -417,7 +426,7 @@ def _average_bars(table: SuccessTable, comparison: PaperComparison | None) -> by
         value = float(np.nan_to_num(s["values"][-1]))
         error = None if s["error"] is None else s["error"][:, -1:].tolist()
         ax.bar([i], [value], yerr=error, capsize=4, color=s["color"], hatch=s["hatch"],
-               edgecolor="white" if s["hatch"] else None)
+               edgecolor="white" if s["hatch"] else None, alpha=0.6 if s["hatch"] else 1.0)
         top = value + (0.0 if error is None else error[1][0])
         ax.text(i, top + 1.5, _number(s["values"][-1]), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(series)), [s["label"] for s in series], rotation=30, ha="right", fontsize=8)
