@@ -112,7 +112,7 @@ def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str 
     policy_args = dict(policy_args or {})
     policy_arguments(policy)  # an unknown policy name fails here, before any worker starts
     specs = resolve_tasks(tasks)
-    _check_positive(trials=trials, workers=workers, action_steps=action_steps, max_steps=max_steps,
+    check_positive(trials=trials, workers=workers, action_steps=action_steps, max_steps=max_steps,
                     image_size=image_size)
     if policy_timeout_s is not None and not policy_timeout_s > 0:
         raise ValueError(f"policy_timeout_s must be a positive number of seconds, got {policy_timeout_s!r}")
@@ -123,7 +123,7 @@ def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str 
     recorded = store.recorded_keys()
     work = [(spec.name, trial) for spec in specs for trial in range(trials)
             if record_key(policy, policy_args, spec.name, trial) not in recorded]
-    records = _run_episodes(settings, work, workers)
+    records = run_episodes(settings, work, workers)
     done = successes = errors = 0
     with tqdm(total=len(work), disable=not progress, unit="episode", desc=f"{policy} on {len(specs)} task(s)") as bar:
         for record in records:
@@ -152,13 +152,13 @@ def summarize(records: list[EpisodeRecord], policy: str, policy_args: dict[str, 
     return EvalSummary(policy, policy_args, Path(run_dir), rows, episodes_run, examples)
 
 
-def _check_positive(**values: Any) -> None:
+def check_positive(**values: Any) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _run_episodes(settings: EpisodeSettings, work: list[tuple[str, int]], workers: int) -> Iterator[EpisodeRecord]:
+def run_episodes(settings: EpisodeSettings, work: list[tuple[str, int]], workers: int) -> Iterator[EpisodeRecord]:
     """The records of the work items, as they finish.
 
     With one worker the episodes run in this process, and its policy is built right away, so that one that

@@ -75,10 +75,13 @@ class EpisodeRecord:
     @classmethod
     def from_json(cls, line: str) -> EpisodeRecord:
         data = json.loads(line)
-        missing = {f.name for f in fields(cls)} - set(data)
+        missing = _RECORD_FIELDS - data.keys()
         if missing:
             raise ValueError(f"episode record lacks {sorted(missing)}")
         return cls(**data)
+
+
+_RECORD_FIELDS = frozenset(f.name for f in fields(EpisodeRecord))
 
 
 class ProtocolMismatchError(ValueError):

@@ -23,7 +23,7 @@ from typing import Any
 
 import submitit
 
-from lda_bench.evaluate import WORKER_ENVIRONMENT, EpisodeSettings, _check_positive, _run_episodes
+from lda_bench.evaluate import WORKER_ENVIRONMENT, EpisodeSettings, check_positive, run_episodes
 from lda_bench.policy import policy_arguments
 from lda_bench.records import EvalProtocol, RecordStore, canonical_args, record_key
 from tasks.specs import resolve_tasks
@@ -166,7 +166,7 @@ def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | Non
         raise ValueError(f"policy arguments given for {unknown}, which the sweep does not run")
     for name in policies:
         policy_arguments(name)  # an unknown policy fails here, before anything is written or submitted
-    _check_positive(trials=trials, max_steps=max_steps, action_steps=action_steps, image_size=image_size)
+    check_positive(trials=trials, max_steps=max_steps, action_steps=action_steps, image_size=image_size)
     chosen = tuple(SweepPolicy(name, {**policy_args.get("", {}), **policy_args.get(name, {})})
                    for name in dict.fromkeys(policies))
     return Sweep(policies=chosen, tasks=tuple(spec.name for spec in resolve_tasks(tasks)), trials=trials,
@@ -236,7 +236,7 @@ def plan(sweep: Sweep, shard_size: int = DEFAULT_SHARD_SIZE) -> list[Shard]:
     A sweep into a run folder that holds episodes of another protocol is refused here, before anything is
     submitted (the jobs claim the folders, once their policy could be built, as an evaluation's workers do).
     """
-    _check_positive(shard_size=shard_size)
+    check_positive(shard_size=shard_size)
     sweep.out.mkdir(parents=True, exist_ok=True)
     held = {(job["folder"], job["task"], trial) for job in refresh_states(sweep.out, load_jobs(sweep.out))
             if not is_final(job["state"]) for trial in job["trials"]}
@@ -262,7 +262,7 @@ class ShardJob(submitit.helpers.Checkpointable):
     def __call__(self, settings: EpisodeSettings, task: str, trials: list[int]) -> dict[str, Any]:
         recorded = RecordStore(settings.run_dir).recorded_keys()
         work = [(task, t) for t in trials if record_key(settings.policy, settings.policy_args, task, t) not in recorded]
-        records = list(_run_episodes(settings, work, workers=1))
+        records = list(run_episodes(settings, work, workers=1))
         return {"task": task, "episodes": len(records), "successes": sum(r.success for r in records),
                 "errors": sum(r.error is not None for r in records)}
 
