@@ -57,7 +57,8 @@ def bench_env(task_names: list[str] | None = None, steps: int = 60, resets: int 
 
 
 def print_env_table(rows: list[dict]) -> None:
-    print("Control step at 20 Hz (25 physics substeps), medians in ms; render = 224x224 egoview.")
+    print(f"Control step at 20 Hz (25 physics substeps), medians in ms; render = 224x224 egoview "
+          f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores).")
     print(f"{'family':<10} {'robosuite ctrl':>14} {'scene step':>10} {'env step':>9} {'+render':>8} "
           f"{'render':>7} {'reset':>7} {'overhead':>9}  task")
     for r in rows:

@@ -104,8 +104,14 @@ def hand_distances(scene, obj_key: str) -> tuple[tuple[float, float], tuple[floa
     return tuple(map(float, to_container)), tuple(map(float, to_object))
 
 
-def hands_away(scene, obj_key: str) -> bool:
-    """Condition (a) alone: cheap, and false through most of an episode, so a per-step check starts here."""
+def may_succeed(scene, obj_key: str) -> bool:
+    """Two cheap necessary conditions, false through most of an episode, so a per-step check starts here:
+    the hands away (a), and the object within the container's horizontal radius (implied by (b))."""
+    d = scene.sim.data._data
+    target = scene.bodies["target"]
+    offset = d.xpos[scene.bodies[obj_key].body_id][:2] - d.xpos[target.body_id][:2]
+    if float(offset @ offset) >= target.asset.horizontal_radius ** 2:
+        return False
     to_container, to_object = hand_distances(scene, obj_key)
     return min(to_container) > HAND_CLEARANCE and min(to_object) > HAND_CLEARANCE
 

@@ -110,6 +110,7 @@ def test_novel_success_on_the_scene(task_env, task):
     _settle(env, 15)
     conditions = env.conditions()
     assert conditions["in_receptacle"] and conditions["off_table"] and conditions["container_upright"]
+    assert env._success() == is_success(conditions)     # the per-step check's shortcut agrees
     # The hands start about 0.3 m from the target, so `hands_away` depends on where it stands: don't assume it.
     # Tip the container on its side: not upright.
     q = np.zeros(4)
