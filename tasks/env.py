@@ -131,7 +131,7 @@ class GR1TabletopEnv(gym.Env):
         self.elapsed_steps += 1
 
     def _success(self) -> bool:
-        if not self.spec_.fixture and not success.may_succeed(self.scene, f"obj_{self.sample.object}"):
+        if not success.may_succeed(self.scene, f"obj_{self.sample.object}"):
             return False
         return success.is_success(self.conditions())
 

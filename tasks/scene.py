@@ -21,6 +21,7 @@ from robosuite.models.objects import MujocoXMLObject
 from robosuite.models.tasks import ManipulationTask
 
 from tasks import assets
+from tasks.meshes import lighten_visual_meshes
 from tasks.robot import ROBOT_NAME, controller_config
 from tasks.sampling import DISTRACTORS, FIXTURE_POSE, SceneSample
 from tasks.specs import TaskSpec
@@ -68,6 +69,7 @@ class TabletopScene(ManipulationEnv):
         robot = self.robots[0].robot_model
         robot.set_base_xpos(robot.base_xpos_offset["table"](TABLE_SIZE[0]))
         _add_egoview(robot)
+        lighten_visual_meshes(robot)
         arena = TableArena(table_full_size=TABLE_SIZE, table_friction=(1.0, 0.005, 0.0001),
                            table_offset=(0, 0, TABLE_TOP_Z))
         arena.set_origin([0, 0, 0])

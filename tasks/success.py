@@ -105,8 +105,11 @@ def hand_distances(scene, obj_key: str) -> tuple[tuple[float, float], tuple[floa
 
 
 def may_succeed(scene, obj_key: str) -> bool:
-    """Two cheap necessary conditions, false through most of an episode, so a per-step check starts here:
-    the hands away (a), and the object within the container's horizontal radius (implied by (b))."""
+    """Cheap necessary conditions, false through most of an episode, so a per-step check starts here: for
+    a fixture, the door or drawer closed; otherwise the object within the container's horizontal radius
+    (implied by (b)) and the hands away (a)."""
+    if "fixture" in scene.bodies:
+        return door_state(scene) <= CLOSED_THRESHOLD
     d = scene.sim.data._data
     target = scene.bodies["target"]
     offset = d.xpos[scene.bodies[obj_key].body_id][:2] - d.xpos[target.body_id][:2]

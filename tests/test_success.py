@@ -87,8 +87,10 @@ def test_fixture_success_on_the_scene(task_env, task):
     _place(scene, obj, centre)
     mujoco.mj_forward(scene.sim.model._model, d)
     assert env.conditions() == {"object_inside": True, "closed": True}
+    assert env._success()
     _set_door(scene, 0.006)   # just open
     assert env.conditions() == {"object_inside": True, "closed": False}
+    assert not env._success()
     _set_door(scene, 0.004)   # just closed
     assert env.conditions()["closed"]
 
