@@ -6,8 +6,6 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 
 def _median_ms(samples: list[float]) -> float:
     return 1000.0 * statistics.median(samples)

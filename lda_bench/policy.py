@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from tasks.layout import ACTION_DIMS, ACTION_KEYS, LANGUAGE_KEY, VIDEO_KEY
+from tasks.layout import ACTION_DIMS, ACTION_KEYS, LANGUAGE_KEY, VIDEO_KEY  # noqa: F401 (the keys, for policies)
 STATE_KEYS = {part: f"state.{part}" for part in ACTION_KEYS}
 CHUNK_KEYS = {part: f"action.{part}" for part in ACTION_KEYS}
 

@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import mujoco
 import numpy as np
