@@ -19,12 +19,12 @@ import numpy as np
 from lda_bench.policy import register_policy
 from policies.ik import HandIK
 from tasks.layout import ACTION_KEYS, ROBOSUITE_SLICES
+from tasks.sampling import TABLE_TOP_Z as TABLE_Z
 
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.2])        # fingers open, thumb rotated across the palm
 THUMB_UP = np.zeros(6)                                  # fingers straight, thumb pointing up out of the way
 CLOSED = np.array([1.5, 1.5, 1.5, 1.5, 1.0, 1.2])      # power grasp
 FIST = np.array([1.6, 1.6, 1.6, 1.6, 1.2, 0.6])         # for pushing doors and drawers
-TABLE_Z = 0.8
 GRASP_FORWARD = 0.085       # object centre ahead of the palm site, along the fingers
 GRASP_SIDE_GAP = 0.012      # palm surface to object, beyond the object's half width
 GRASP_UP = 0.02             # the fingers' mid-height above the site

@@ -64,12 +64,12 @@ class GR1TabletopEnv(gym.Env):
 
     def _joint_bounds(self):
         m = self._model
+        qpos_to_joint = {m.jnt_qposadr[j]: j for j in range(m.njnt)}
         low, high = {}, {}
         for part in ACTION_KEYS:
             if part.endswith("hand"):
                 low[part], high[part] = np.full(ACTION_DIMS[part], HAND_RANGE[0]), np.full(ACTION_DIMS[part], HAND_RANGE[1])
             else:
-                qpos_to_joint = {m.jnt_qposadr[j]: j for j in range(m.njnt)}
                 joints = [qpos_to_joint[q] for q in self._qpos_index[part]]
                 low[part], high[part] = m.jnt_range[joints, 0].copy(), m.jnt_range[joints, 1].copy()
         return low, high

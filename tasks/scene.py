@@ -23,11 +23,10 @@ from robosuite.models.tasks import ManipulationTask
 from tasks import assets
 from tasks.meshes import lighten_visual_meshes
 from tasks.robot import ROBOT_NAME, controller_config
-from tasks.sampling import DISTRACTORS, FIXTURE_POSE, SceneSample
+from tasks.sampling import DISTRACTORS, FIXTURE_POSE, TABLE_TOP_Z, SceneSample
 from tasks.specs import TaskSpec
 
 TABLE_SIZE = (0.7, 1.3, 0.05)
-TABLE_TOP_Z = 0.8
 PARK_ORIGIN = np.array([0.0, 0.0, -5.0])      # unused instances wait here, under the floor, out of view
 SETTLE_STEPS = 4                               # control steps after placing, before the first observation
 EGOVIEW = "robot0_egoview"
