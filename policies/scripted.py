@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
 from lda_bench.policy import register_policy
@@ -334,8 +335,6 @@ def _smooth(a: float) -> float:
 
 
 def _slerp(r0: np.ndarray, r1: np.ndarray, a: float) -> np.ndarray:
-    import mujoco
-
     q0, q1, q = np.zeros(4), np.zeros(4), np.zeros(4)
     mujoco.mju_mat2Quat(q0, r0.reshape(-1))
     mujoco.mju_mat2Quat(q1, r1.reshape(-1))
