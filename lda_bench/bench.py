@@ -158,3 +158,40 @@ def print_eval_report(report: dict) -> None:
           f"speed-up {two['steady'] / one['steady']:.2f}x steady, {two['end_to_end'] / one['end_to_end']:.2f}x end to end.")
     print(f"Same outcomes with 1 and 2 workers: {'yes' if one['outcomes'] == two['outcomes'] else 'NO'}. "
           f"Load average before the run: {report['load']:.2f} on {report['cores']} cores.")
+
+
+def bench_demos(task_name: str | None = None, episodes: int = 4, max_steps: int = 120, image_size: int = 224) -> dict:
+    """Episodes per minute of demonstration generation with 1 and 2 workers (end to end: process start and
+    environment build included), then frames per second of the dataset reader decoding those videos."""
+    import tempfile
+
+    from lda_bench.demos import generate
+    from lda_bench.lerobot import LeRobotDataset
+    from tasks.specs import TASKS, get_task
+
+    spec = get_task(task_name) if task_name else next(t for t in TASKS if t.family == "novel")
+    load = os.getloadavg()[0]
+    report = {"task": spec.name, "episodes": episodes, "max_steps": max_steps, "image_size": image_size,
+              "load": load, "cores": os.cpu_count(), "generation": {}}
+    with tempfile.TemporaryDirectory() as out:
+        for workers in (1, 2):
+            start = time.perf_counter()
+            (root,) = generate(spec.name, episodes, f"{out}/{workers}", workers=workers, image_size=image_size,
+                               max_steps=max_steps, progress=False)
+            report["generation"][workers] = 60 * episodes / (time.perf_counter() - start)
+        dataset = LeRobotDataset.open(root)
+        start, frames = time.perf_counter(), 0
+        for index in range(dataset.num_episodes):
+            frames += len(dataset.episode_frames(index))
+            dataset.episode_actions(index)
+        report["reader_fps"] = frames / (time.perf_counter() - start)
+    return report
+
+
+def print_demos_report(report: dict) -> None:
+    one, two = report["generation"][1], report["generation"][2]
+    print(f"Demonstrations of {report['task']}: {report['episodes']} episodes of up to {report['max_steps']} steps, "
+          f"{report['image_size']} px, a render every step.")
+    print(f"Generation, episodes per minute end to end: 1 worker {one:.1f}, 2 workers {two:.1f} "
+          f"(speed-up {two / one:.2f}x). Load average before the run: {report['load']:.2f} on {report['cores']} cores.")
+    print(f"Reader with video decoding: {report['reader_fps']:.0f} frames/s (target >= 500).")

@@ -49,6 +49,8 @@ def _bench(args) -> None:
         print_model_table(bench_model())
     elif args.what == "eval":
         bench.print_eval_report(bench.bench_eval((args.task or [None])[0], max_steps=args.steps))
+    elif args.what == "demos":
+        bench.print_demos_report(bench.bench_demos((args.task or [None])[0]))
     elif args.what == "sweep":
         import tempfile
 
@@ -56,6 +58,27 @@ def _bench(args) -> None:
 
         with tempfile.TemporaryDirectory() as directory:
             print_bench(bench_sweep(directory))
+
+
+def _demos_generate(args) -> None:
+    from lda_bench.demos import generate
+
+    for root in generate(args.task, args.episodes, args.out, workers=args.workers,
+                         low_quality_fraction=args.low_quality_fraction, seed_offset=args.seed_offset,
+                         image_size=args.image_size, max_steps=args.max_steps):
+        print(f"wrote {root}")
+
+
+def _demos_validate(args) -> None:
+    from lda_bench.demos import validate
+
+    print("\n".join(validate(args.dir)))
+
+
+def _demos_show(args) -> None:
+    from lda_bench.demos import show
+
+    print(f"wrote {show(args.dir, args.episode, args.out)}")
 
 
 def _policy_args(pairs: list[str] | None) -> dict[str, str]:
@@ -160,11 +183,33 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_tasks_show)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("what", choices=["env", "model", "eval", "sweep"])
+    bench.add_argument("what", choices=["env", "model", "eval", "sweep", "demos"])
     bench.add_argument("--task", action="append",
                        help="task name (repeatable); default one per family (env), the first task (eval)")
     bench.add_argument("--steps", type=int, default=60, help="control steps per measurement or episode")
     bench.set_defaults(func=_bench)
+
+    demos = sub.add_parser("demos", help="demonstrations of the scripted expert as LeRobot v2.1 datasets"
+                           ).add_subparsers(dest="demos_command", required=True)
+    generating = demos.add_parser("generate", help="record demonstrations; resumes what the output folder lacks")
+    generating.add_argument("--task", required=True, help="task name, family or 'all'")
+    generating.add_argument("--episodes", type=int, default=1000, help="episodes per task (default 1000)")
+    generating.add_argument("--out", required=True, help="folder for one dataset per task")
+    generating.add_argument("--workers", type=int, default=1, help="worker processes, one environment each")
+    generating.add_argument("--low-quality-fraction", type=float, default=0.2,
+                            help="share of episodes with spoiled motion, labelled low quality (default 0.2)")
+    generating.add_argument("--seed-offset", type=int, default=0, help="episode i starts from scene seed OFFSET + i")
+    generating.add_argument("--image-size", type=int, default=224, help="egoview side in pixels (default 224)")
+    generating.add_argument("--max-steps", type=int, default=720, help="control steps per episode (default 720)")
+    generating.set_defaults(func=_demos_generate)
+    checking = demos.add_parser("validate", help="check a dataset (or a folder of them) and every file it declares")
+    checking.add_argument("dir")
+    checking.set_defaults(func=_demos_validate)
+    showing = demos.add_parser("show", help="write an episode's video (.mp4) or a contact sheet of it (.png)")
+    showing.add_argument("dir")
+    showing.add_argument("--episode", type=int, required=True)
+    showing.add_argument("--out", required=True, help="file.mp4 or file.png")
+    showing.set_defaults(func=_demos_show)
 
     training = sub.add_parser("train", help="train an LDA model (resumes a run folder that has a checkpoint)")
     training.add_argument("--config", required=True, help="preset (tiny, lda-0.5b, lda-1b, lda-dit) or JSON/YAML file")

@@ -309,17 +309,19 @@ def _as_matrix(column: np.ndarray) -> np.ndarray:
 
 
 class LeRobotWriter:
-    """Writes a LeRobot v2.1 dataset in GR00T's layout, one episode at a time: per-key slices of the
-    `observation.state` and `action` columns, one mp4 per camera (h264 via PyAV), episodes/tasks/stats
-    metadata written by `close()`. Extra fields of an episode (e.g. `quality`) go to episodes.jsonl."""
+    """Writes a LeRobot v2.1 dataset in GR00T's layout: per-key slices of the `observation.state` and
+    `action` columns, one mp4 per camera (h264 via PyAV), episodes/tasks/stats metadata written by `close()`.
+    Extra fields of an episode (e.g. `quality`) go to episodes.jsonl.
+
+    `write_episode` writes one episode's files under temporary names and renames them into place, so a
+    killed writer never leaves a half-written episode; it needs no state from earlier episodes, so worker
+    processes can each write their own (pass `tasks` so that task indexes agree between them)."""
 
     def __init__(self, root: Path | str, keys: dict[str, int], fps: int = 20, views: tuple[str, ...] = ("ego_view",),
-                 robot_type: str = "GR1ArmsAndWaistFourierHands"):
+                 robot_type: str = "GR1ArmsAndWaistFourierHands", tasks: tuple[str, ...] = ()):
         self.root, self.keys, self.fps, self.views, self.robot_type = Path(root), keys, fps, views, robot_type
         self.episodes: list[dict[str, Any]] = []
-        self.tasks: dict[str, int] = {}
-        self.columns: dict[str, list[np.ndarray]] = {"observation.state": [], "action": []}
-        self.shape: tuple[int, ...] | None = None
+        self.tasks: dict[str, int] = {task: i for i, task in enumerate(tasks)}
 
     def _slices(self) -> dict[str, dict[str, int]]:
         out, start = {}, 0
@@ -330,48 +332,67 @@ class LeRobotWriter:
 
     def add_episode(self, states: np.ndarray, actions: np.ndarray, frames: dict[str, np.ndarray], instruction: str,
                     **fields: Any) -> int:
+        """Write the next episode and remember its metadata for `close()`."""
+        self.episodes.append(self.write_episode(len(self.episodes), states, actions, frames, instruction, **fields))
+        return self.episodes[-1]["episode_index"]
+
+    def write_episode(self, index: int, states: np.ndarray, actions: np.ndarray, frames: dict[str, np.ndarray],
+                      instruction: str, **fields: Any) -> dict[str, Any]:
+        """Write episode `index`'s parquet and videos; return its episodes.jsonl row."""
         import av
 
-        index, length = len(self.episodes), len(states)
+        length = len(states)
         task = self.tasks.setdefault(instruction, len(self.tasks))
         chunk = index // 1000
         path = self.root / DEFAULT_DATA_PATH.format(episode_chunk=chunk, episode_index=index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        start = sum(e["length"] for e in self.episodes)
+        partial = path.with_name(f".{path.name}.partial")
+        # `index` counts frames across the dataset; GR00T's loaders only need it unique, so episodes written
+        # out of order by different workers use index * 10**6 + frame.
         pd.DataFrame({"observation.state": list(np.asarray(states, np.float64)),
                       "action": list(np.asarray(actions, np.float64)),
                       "timestamp": np.arange(length, dtype=np.float32) / self.fps,
                       "frame_index": np.arange(length), "episode_index": np.full(length, index),
-                      "index": start + np.arange(length), "task_index": np.full(length, task),
-                      "annotation.human.coarse_action": np.full(length, task)}).to_parquet(path)
+                      "index": index * 10**6 + np.arange(length), "task_index": np.full(length, task),
+                      "annotation.human.coarse_action": np.full(length, task)}).to_parquet(partial)
         for view in self.views:
             video = np.asarray(frames[view], dtype=np.uint8)
-            self.shape = video.shape[1:]
-            out = self.root / DEFAULT_VIDEO_PATH.format(episode_chunk=chunk, episode_index=index,
-                                                        video_key=f"video.{view}")
+            out = self.video_path(index, view)
             out.parent.mkdir(parents=True, exist_ok=True)
-            with av.open(str(out), mode="w") as container:
+            partial_video = out.with_name(f".{out.stem}.partial.mp4")
+            with av.open(str(partial_video), mode="w") as container:
                 stream = container.add_stream("libx264", rate=self.fps)
                 stream.width, stream.height, stream.pix_fmt = video.shape[2], video.shape[1], "yuv420p"
                 stream.options = {"crf": "18"}
                 for image in video:
                     container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
                 container.mux(stream.encode())
-        self.columns["observation.state"].append(np.asarray(states, np.float64))
-        self.columns["action"].append(np.asarray(actions, np.float64))
-        self.episodes.append({"episode_index": index, "tasks": [instruction], "length": length, **fields})
-        return index
+            partial_video.replace(out)
+        partial.replace(path)  # the parquet last: its presence means the episode's files are all there
+        return {"episode_index": index, "tasks": [instruction], "length": length, **fields}
+
+    def video_path(self, index: int, view: str) -> Path:
+        return self.root / DEFAULT_VIDEO_PATH.format(episode_chunk=index // 1000, episode_index=index,
+                                                     video_key=f"video.{view}")
 
     def close(self) -> Path:
+        """Write every meta file for the episodes in `self.episodes` (statistics read back from their parquet)."""
         meta = self.root / "meta"
         meta.mkdir(parents=True, exist_ok=True)
+        self.episodes.sort(key=lambda e: e["episode_index"])
         total = sum(e["length"] for e in self.episodes)
         width = sum(self.keys.values())
         features = {"observation.state": {"dtype": "float64", "shape": [width]},
                     "action": {"dtype": "float64", "shape": [width]}}
         for view in self.views:
-            features[f"video.{view}"] = {"dtype": "video", "shape": list(self.shape or ()),
-                                         "names": ["height", "width", "channels"]}
+            shape = []
+            if self.episodes:
+                import av
+
+                with av.open(str(self.video_path(self.episodes[0]["episode_index"], view))) as container:
+                    stream = container.streams.video[0]
+                    shape = [stream.height, stream.width, 3]
+            features[f"video.{view}"] = {"dtype": "video", "shape": shape, "names": ["height", "width", "channels"]}
         info = {"codebase_version": "v2.1", "robot_type": self.robot_type, "total_episodes": len(self.episodes),
                 "total_frames": total, "total_tasks": len(self.tasks), "total_videos": len(self.episodes) * len(self.views),
                 "total_chunks": (len(self.episodes) - 1) // 1000 + 1, "chunks_size": 1000, "fps": self.fps,
@@ -381,17 +402,35 @@ class LeRobotWriter:
                     "action": {k: {**v, "original_key": "action"} for k, v in self._slices().items()},
                     "video": {view: {"original_key": f"video.{view}"} for view in self.views},
                     "annotation": {"human.coarse_action": {"original_key": "annotation.human.coarse_action"}}}
-        stats = {}
-        for column, rows in self.columns.items():
-            values = np.concatenate(rows) if rows else np.zeros((0, width))
-            stats[column] = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist(),
-                             "min": values.min(0).tolist(), "max": values.max(0).tolist(),
-                             "q01": np.quantile(values, 0.01, axis=0).tolist(),
-                             "q99": np.quantile(values, 0.99, axis=0).tolist()}
+        columns: dict[str, list[np.ndarray]] = {"observation.state": [], "action": []}
+        episode_stats = []
+        for e in self.episodes:
+            index = e["episode_index"]
+            path = self.root / DEFAULT_DATA_PATH.format(episode_chunk=index // 1000, episode_index=index)
+            table = pd.read_parquet(path, columns=list(columns))
+            per_episode = {}
+            for column, rows in columns.items():
+                rows.append(_as_matrix(table[column].to_numpy()))
+                per_episode[column] = {**_column_stats(rows[-1], quantiles=False), "count": [len(rows[-1])]}
+            episode_stats.append({"episode_index": index, "stats": per_episode})
+        stats = {column: _column_stats(np.concatenate(rows) if rows else np.zeros((0, width)))
+                 for column, rows in columns.items()}
         (meta / "info.json").write_text(json.dumps(info, indent=2))
         (meta / "modality.json").write_text(json.dumps(modality, indent=2))
         (meta / "stats.json").write_text(json.dumps(stats))
+        (meta / "episodes_stats.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episode_stats))
         (meta / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in self.episodes))
         (meta / "tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": t}) + "\n"
                                                   for t, i in self.tasks.items()))
         return self.root
+
+
+def _column_stats(values: np.ndarray, quantiles: bool = True) -> dict[str, list[float]]:
+    """LeRobot's per-column statistics (mean, std, min, max and, for stats.json, q01 and q99)."""
+    if not len(values):
+        return {}
+    stats = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist(),
+             "min": values.min(0).tolist(), "max": values.max(0).tolist()}
+    if quantiles:
+        stats.update(q01=np.quantile(values, 0.01, axis=0).tolist(), q99=np.quantile(values, 0.99, axis=0).tolist())
+    return stats

@@ -1,0 +1,108 @@
+"""Demonstration datasets: written in GR00T's LeRobot v2.1 layout, read back by the shared reader,
+resumable after a kill, checked by `validate`, shown by `show`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lda_bench.cli import main
+from lda_bench.demos import SpoiledExpert, generate, is_low_quality, show, validate
+from lda_bench.lerobot import LeRobotDataset
+from tasks.layout import ACTION_DIM
+
+TASK = "PnP Novel From Tray To Pot"
+SETTINGS = {"image_size": 64, "max_steps": 60, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    (root,) = generate(TASK, 3, tmp_path_factory.mktemp("demos"), workers=2, low_quality_fraction=0.5, **SETTINGS)
+    return root
+
+
+def test_dataset_has_gr00t_layout_and_validates(dataset_root):
+    assert dataset_root.name == "gr1_unified.PosttrainPnPNovelFromTrayToPotSplitA_GR1ArmsAndWaistFourierHands_3"
+    info = json.loads((dataset_root / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v2.1" and info["fps"] == 20 and info["total_episodes"] == 3
+    assert info["features"]["video.ego_view"]["shape"] == [64, 64, 3]
+    for name in ("modality.json", "stats.json", "episodes.jsonl", "tasks.jsonl", "episodes_stats.jsonl"):
+        assert (dataset_root / "meta" / name).is_file()
+    assert len((dataset_root / "meta/episodes_stats.jsonl").read_text().splitlines()) == 3
+    assert validate(dataset_root) == [f"{dataset_root.name}: ok, 3 episodes, {info['total_frames']} frames"]
+
+
+def test_reader_reads_episodes_back(dataset_root):
+    dataset = LeRobotDataset.open(dataset_root)
+    assert dataset.action_keys == ["left_arm", "right_arm", "left_hand", "right_hand", "waist"]
+    for index in range(3):
+        row = dataset.episode(index)
+        actions, states = dataset.episode_actions(index), dataset.episode_states(index)
+        assert actions["right_arm"].shape == (row["length"], 7) and states["waist"].shape == (row["length"], 3)
+        assert sum(a.shape[1] for a in actions.values()) == ACTION_DIM
+        assert dataset.episode_frames(index).shape == (row["length"], 64, 64, 3)
+        assert row["seed"] == index
+        low = is_low_quality(index, 0.5)
+        assert dataset.quality(index) == ("high" if row["success"] and not low else "low")
+        assert bool(row["spoilers"]) == low
+        assert dataset.instruction(index) == row["tasks"][0]
+
+
+def test_low_quality_fraction_is_drawn_from_the_seed():
+    labels = [is_low_quality(seed, 0.2) for seed in range(2000)]
+    assert 0.17 < np.mean(labels) < 0.23
+    assert labels == [is_low_quality(seed, 0.2) for seed in range(2000)]
+    assert not any(is_low_quality(seed, 0.0) for seed in range(100))
+
+
+def test_spoiled_expert_pauses_and_perturbs():
+    class Steady:
+        def reset(self, task, instruction):
+            pass
+
+        def get_action(self, obs):
+            return {f"action.{k}": np.zeros((8, d)) for k, d in (("left_arm", 7), ("right_arm", 7), ("waist", 3))}
+
+    spoiled = SpoiledExpert(Steady(), np.random.default_rng(0))
+    spoiled.spoilers = {"pause", "noise"}
+    spoiled.reset("task", "instruction")
+    chunks = [spoiled.get_action({}) for _ in range(30)]
+    assert sum(len(c["action.right_arm"]) for c in chunks) > 30 * 8  # pauses add steps
+    assert all(np.any(c["action.right_arm"] != 0) and np.all(c["action.waist"] == 0) for c in chunks)
+
+
+def test_resume_regenerates_only_what_a_kill_left_unfinished(tmp_path):
+    (root,) = generate(TASK, 2, tmp_path, **SETTINGS)
+    first = (root / "data/chunk-000/episode_000000.parquet").stat().st_mtime_ns
+    # As a kill during episode 1 leaves it: its parquet not yet renamed into place, its line cut short.
+    (root / "data/chunk-000/episode_000001.parquet").unlink()
+    lines = (root / "meta/episodes.jsonl").read_text().splitlines()
+    (root / "meta/episodes.jsonl").write_text(lines[0] + "\n" + lines[1][:20])
+    with pytest.raises(ValueError, match="episodes.jsonl line 2 is not valid JSON"):
+        validate(root)
+    generate(TASK, 2, tmp_path, **SETTINGS)
+    assert (root / "data/chunk-000/episode_000000.parquet").stat().st_mtime_ns == first
+    assert [json.loads(line)["episode_index"] for line in (root / "meta/episodes.jsonl").read_text().splitlines()] == [0, 1]
+    validate(root)
+
+
+def test_validate_names_a_missing_video(dataset_root, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / dataset_root.name
+    shutil.copytree(dataset_root, copy)
+    (copy / "videos/chunk-000/video.ego_view/episode_000002.mp4").unlink()
+    with pytest.raises(ValueError, match=r"episode 2: camera 'ego_view' .* missing: .*episode_000002.mp4"):
+        validate(copy)
+    assert main(["demos", "validate", str(copy)]) == 2
+    assert "episode_000002.mp4" in capsys.readouterr().err
+
+
+def test_show_writes_png_and_mp4(dataset_root, tmp_path):
+    from PIL import Image
+
+    sheet = show(dataset_root, 1, tmp_path / "sheet.png")
+    assert Image.open(sheet).size == (6 * 64, 2 * 64)
+    assert show(dataset_root, 1, tmp_path / "episode.mp4").stat().st_size > 0
