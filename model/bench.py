@@ -63,9 +63,15 @@ def train_throughput(name: str, device: str, batch: int, repeats: int) -> float:
 
 
 def chunk_latency(name: str, device: str, repeats: int) -> dict[str, float]:
-    """Seconds for one action chunk from cached features (network only, 4 Euler steps, batch 1)."""
+    """Seconds for one action chunk from cached features (network only, 4 Euler steps, batch 1), on the CPU
+    with the thread count the policy acts with."""
+    from policies.lda import cpu_threads
+
     config = get_config(name)
     model = LDA(config).to(device).eval()
+    threads = cpu_threads(model) if device == "cpu" else None
+    if threads:
+        torch.set_num_threads(threads)
     data = _batch(config, 1, device)
     cond = {k: data[k] for k in ("obs", "past_actions", "state", "vlm", "vlm_mask")}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -108,10 +114,12 @@ def bench_model(repeats: int = 10) -> dict:
         with torch.device("meta"):
             sizes[name] = LDA(config).num_params()
     ms = lambda times: {k: 1000 * v for k, v in times.items()}  # noqa: E731
-    result = {"params": sizes, "threads": torch.get_num_threads(), "load": os.getloadavg()[0],
+    threads = torch.get_num_threads()
+    result = {"params": sizes, "threads": threads, "load": os.getloadavg()[0],
               "cpu": {"train_samples_per_s": train_throughput("tiny", "cpu", 32, max(3, repeats // 2)),
                       "chunk_ms": ms(chunk_latency("tiny", "cpu", repeats)),
-                      "policy_ms": ms(policy_latency(repeats))}}
+                      "policy_ms": ms(policy_latency(repeats)), "inference_threads": torch.get_num_threads()}}
+    torch.set_num_threads(threads)
     if torch.cuda.is_available():
         result["gpu"] = {"device": torch.cuda.get_device_name(),
                          **{name: {"train_samples_per_s": train_throughput(name, "cuda", 32, repeats),
@@ -129,7 +137,8 @@ def print_model_table(result: dict) -> None:
               f"{config.dino_dim}, chunk {config.action_chunk}")
     cpu = result["cpu"]
     span = lambda t: f"{t['median']:.1f} ms median, {t['best']:.1f} ms best"  # noqa: E731
-    print(f"tiny on CPU ({result['threads']} thread(s), load average {result['load']:.1f}):")
+    print(f"tiny on CPU ({result['threads']} thread(s) training, {cpu['inference_threads']} acting; "
+          f"load average {result['load']:.1f}):")
     print(f"  training       {cpu['train_samples_per_s']:.0f} samples/s (batch 32, one AdamW step)")
     print(f"  action chunk   {span(cpu['chunk_ms'])} (network: 4 Euler steps from cached features; target < 50 ms)")
     print(f"  policy call    {span(cpu['policy_ms'])} (tiny DINO + tiny VLM on a 224 px frame, then the chunk)")

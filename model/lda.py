@@ -104,29 +104,41 @@ class Block(nn.Module):
         b, _, n, _ = x.shape
         return x.transpose(1, 2).reshape(b, n, -1)
 
-    def forward(self, xs: list[torch.Tensor], mods: torch.Tensor, ctx: torch.Tensor,
-                ctx_mask: torch.Tensor) -> list[torch.Tensor]:
+    def memory(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention keys and values of the VLM tokens: they depend on neither the flow time nor
+        the noised target, so sampling projects them once per chunk."""
+        k, v = self.cross_kv(ctx).chunk(2, dim=-1)
+        return self.cross_k_norm(self._heads(k)), self._heads(v)
+
+    def forward(self, xs: list[torch.Tensor], mods: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor],
+                ctx_mask: torch.Tensor, keep: tuple[int, ...] | None = None) -> list[torch.Tensor | None]:
+        """One block. `keep` lists the streams whose output is read afterwards (all by default): the others
+        still take part in the joint self-attention as keys and values, but their queries, cross-attention
+        and FFN are skipped and they come back as None (the last block of a policy-only sample)."""
+        keep = range(len(xs)) if keep is None else keep
         mods = (mods + self.modulation).unbind(2)  # 9 x (B, streams, hidden)
         mod = [[m[:, i] for m in mods] for i in range(len(xs))]
         # 1) one self-attention over the tokens of every stream, each stream with its own weights
         qs, ks, vs = [], [], []
-        for x, layers, m in zip(xs, self.streams, mod):
+        for i, (x, layers, m) in enumerate(zip(xs, self.streams, mod)):
             q, k, v = layers.qkv(modulate(layers.norm1(x), m[0], m[1])).chunk(3, dim=-1)
-            qs.append(layers.q_norm(self._heads(q)))
+            if i in keep:
+                qs.append(layers.q_norm(self._heads(q)))
             ks.append(layers.k_norm(self._heads(k)))
             vs.append(self._heads(v))
         out = F.scaled_dot_product_attention(torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2))
-        out = self._merge(out).split([x.shape[1] for x in xs], dim=1)
-        xs = [x + m[2].unsqueeze(1) * layers.proj(o) for x, o, layers, m in zip(xs, out, self.streams, mod)]
-        # 2) cross-attention from each stream's tokens to the VLM tokens
-        k, v = self.cross_kv(ctx).chunk(2, dim=-1)
-        k, v = self.cross_k_norm(self._heads(k)), self._heads(v)
+        out = iter(self._merge(out).split([xs[i].shape[1] for i in keep], dim=1))
+        # 2) cross-attention from each stream's tokens to the VLM tokens, 3) feed-forward
+        k, v = memory
         mask = ctx_mask[:, None, None, :]
         new = []
-        for x, layers, m in zip(xs, self.streams, mod):
+        for i, (x, layers, m) in enumerate(zip(xs, self.streams, mod)):
+            if i not in keep:
+                new.append(None)
+                continue
+            x = x + m[2].unsqueeze(1) * layers.proj(next(out))
             q = layers.cross_q_norm(self._heads(layers.cross_q(modulate(layers.norm2(x), m[3], m[4]))))
             x = x + m[5].unsqueeze(1) * layers.cross_proj(self._merge(F.scaled_dot_product_attention(q, k, v, mask)))
-            # 3) feed-forward
             x = x + m[8].unsqueeze(1) * layers.mlp(modulate(layers.norm3(x), m[6], m[7]))
             new.append(x)
         return new
@@ -215,34 +227,53 @@ class LDA(nn.Module):
         the history frames' features (B, H, P, D); has_actions (B,) is False for action-free video, whose
         state and past actions are replaced by the action register too.
         """
+        context = self.context(obs, past_actions, state, vlm, vlm_mask, has_actions)
+        return self.velocity(context, actions, future, t, objective)
+
+    def context(self, obs: torch.Tensor, past_actions: torch.Tensor, state: torch.Tensor, vlm: torch.Tensor,
+                vlm_mask: torch.Tensor, has_actions: torch.Tensor | None = None) -> dict:
+        """What does not depend on the flow time or on the noised target: the state / past-action tokens,
+        the history frames' tokens and every block's VLM keys and values. Sampling computes it once per
+        chunk and reuses it in every Euler step."""
         c = self.config
-        b = actions.shape[0]
-        reg_a = self.action_register.to(actions.dtype)
-        chunk = self.action_in(actions)
-        chunk = torch.where((objective == FORECAST)[:, None, None], reg_a, chunk)
         known = torch.cat([self.state_in(state)[:, None], self.action_in(past_actions)], dim=1)
         if has_actions is not None:
-            known = torch.where(has_actions[:, None, None], known, reg_a)
-        action_tokens = torch.cat([known, chunk], dim=1) + self.action_pos
+            known = torch.where(has_actions[:, None, None], known, self.action_register.to(known.dtype))
+        history = self.visual_in(obs) + self.patch_pos + self.frame_pos[:c.history, None]
+        ctx = self.vlm_in(vlm)
+        return {"known": known, "history": history.reshape(obs.shape[0], -1, c.hidden),
+                "memory": [block.memory(ctx) for block in self.blocks], "ctx_mask": vlm_mask.bool()}
+
+    def velocity(self, context: dict, actions: torch.Tensor, future: torch.Tensor, t: torch.Tensor,
+                 objective: torch.Tensor, outputs: tuple[bool, bool] = (True, True)
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """`forward` from a precomputed `context`. `outputs` says which of (action, future) velocities to
+        compute; the one left out comes back as None, and with the MM-DiT its stream skips the last block's
+        work after the joint self-attention."""
+        c = self.config
+        b = actions.shape[0]
+        chunk = self.action_in(actions)
+        chunk = torch.where((objective == FORECAST)[:, None, None], self.action_register.to(chunk.dtype), chunk)
+        action_tokens = torch.cat([context["known"], chunk], dim=1) + self.action_pos
         fut = self.visual_in(future)
         fut = torch.where((objective == POLICY)[:, None, None], self.visual_register.to(fut.dtype), fut)
-        frames = torch.cat([self.visual_in(obs), fut[:, None]], dim=1) + self.patch_pos + self.frame_pos[:, None]
-        visual_tokens = frames.reshape(b, -1, c.hidden)
+        fut = fut + self.patch_pos + self.frame_pos[c.history]
+        visual_tokens = torch.cat([context["history"], fut], dim=1)
 
         cond = self.time_embed(t) + self.objective_embed(objective)
         mods = self.adaln(cond).view(b, -1, MODULATIONS, c.hidden)
-        ctx = self.vlm_in(vlm)
-        ctx_mask = vlm_mask.bool()
-        xs = [action_tokens, visual_tokens] if c.backbone == "mmdit" else [torch.cat([action_tokens, visual_tokens], 1)]
-        for block in self.blocks:
+        mmdit = c.backbone == "mmdit"
+        xs = [action_tokens, visual_tokens] if mmdit else [torch.cat([action_tokens, visual_tokens], 1)]
+        for i, (block, memory) in enumerate(zip(self.blocks, context["memory"])):
+            keep = tuple(k for k in range(2) if outputs[k]) if mmdit and i == len(self.blocks) - 1 else None
             if c.grad_checkpointing and self.training and torch.is_grad_enabled():
-                xs = checkpoint(block, xs, mods, ctx, ctx_mask, use_reentrant=False)
+                xs = checkpoint(block, xs, mods, memory, context["ctx_mask"], keep, use_reentrant=False)
             else:
-                xs = block(xs, mods, ctx, ctx_mask)
-        if c.backbone == "dit":
+                xs = block(xs, mods, memory, context["ctx_mask"], keep)
+        if not mmdit:
             xs = list(xs[0].split([action_tokens.shape[1], visual_tokens.shape[1]], dim=1))
-        action_v = self.action_out(xs[0][:, 1 + c.history:], cond)
-        future_v = self.visual_out(xs[1][:, c.history * c.patches:], cond)
+        action_v = self.action_out(xs[0][:, 1 + c.history:], cond) if outputs[0] else None
+        future_v = self.visual_out(xs[1][:, c.history * c.patches:], cond) if outputs[1] else None
         return action_v, future_v
 
     # --- training ----------------------------------------------------------------------------------
@@ -282,7 +313,7 @@ class LDA(nn.Module):
 
     # --- inference ---------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(self, objective: int, obs: torch.Tensor, past_actions: torch.Tensor, state: torch.Tensor,
                vlm: torch.Tensor, vlm_mask: torch.Tensor, actions: torch.Tensor | None = None,
                future: torch.Tensor | None = None, has_actions: torch.Tensor | None = None,
@@ -300,9 +331,11 @@ class LDA(nn.Module):
         target_actions = objective in ACTION_TARGET
         x = torch.randn(a_shape if target_actions else f_shape, device=device, dtype=dtype) if noise is None else noise
         obj = torch.full((b,), objective, device=device, dtype=torch.long)
+        context = self.context(obs, past_actions, state, vlm, vlm_mask, has_actions)
+        outputs = (target_actions, not target_actions)
         for i in range(steps):
             t = torch.full((b,), i / steps, device=device, dtype=dtype)
-            v_a, v_f = self(x if target_actions else actions, future if target_actions else x, obs, past_actions,
-                            state, vlm, vlm_mask, t, obj, has_actions)
+            v_a, v_f = self.velocity(context, x if target_actions else actions, future if target_actions else x,
+                                     t, obj, outputs)
             x = x + (v_a if target_actions else v_f) / steps
         return x

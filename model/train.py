@@ -171,20 +171,27 @@ def seed_step(seed: int, step: int, rank: int) -> None:
 
 # --- evaluation ----------------------------------------------------------------------------------------
 
+# The objective whose data role a held-out error requires of a sample.
+ERROR_OBJECTIVE = {"policy/action_l1": POLICY, "inverse_dynamics/action_l1": INVERSE,
+                   "forward_dynamics/feature_mse": FORWARD, "visual_forecasting/feature_mse": FORECAST,
+                   "baseline/hold_last_action_l1": POLICY, "baseline/unchanged_frame_mse": FORECAST}
+
+
 @torch.no_grad()
 def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int = 64, seed: int = 0,
              device: str | torch.device = "cpu") -> dict[str, float]:
     """Held-out errors of what each objective generates (Euler sampling from noise, fixed seed):
     action L1 in radians for policy and inverse dynamics, feature MSE (normalised units) for forward
     dynamics and visual forecasting; and, as yardsticks, the errors of holding the last action and of
-    predicting an unchanged frame."""
+    predicting an unchanged frame. Each error averages over the samples whose data role trains its
+    objective (ERROR_OBJECTIVE); an error no sample qualifies for is left out."""
     was_training = model.training
     model.eval()
     acting = [i for i, (e, _) in enumerate(samples.index) if samples.episodes[e].actions is not None]
     chosen = [acting[int(j)] for j in np.linspace(0, len(acting) - 1, min(count, len(acting)))] if acting else []
     generator = torch.Generator(device="cpu").manual_seed(seed)
     std = torch.as_tensor(samples.normalizer.action_std)
-    sums: dict[str, float] = {}
+    sums: dict[str, tuple[float, int]] = {}  # error -> (sum, samples)
     for start in range(0, len(chosen), batch_size):
         batch = {k: v.to(device) for k, v in collate([samples[i] for i in chosen[start:start + batch_size]]).items()}
         cond = dict(obs=batch["obs"], past_actions=batch["past_actions"], state=batch["state"], vlm=batch["vlm"],
@@ -197,7 +204,6 @@ def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int 
             "forward_dynamics": model.sample(FORWARD, **cond, actions=batch["actions"], noise=noise(f_shape)),
             "visual_forecasting": model.sample(FORECAST, **cond, noise=noise(f_shape)),
         }
-        n = batch["actions"].shape[0]
         radians = lambda a: ((a - batch["actions"]).abs().cpu() * std).mean(dim=(1, 2))  # noqa: E731
         mse = lambda f: (f - batch["future"]).pow(2).mean(dim=(1, 2)).cpu()  # noqa: E731
         errors = {
@@ -208,12 +214,15 @@ def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int 
             "baseline/hold_last_action_l1": radians(batch["past_actions"][:, -1:].expand_as(batch["actions"])),
             "baseline/unchanged_frame_mse": mse(batch["obs"][:, -1]),
         }
+        roles = batch["roles"].bool().cpu()
         for key, value in errors.items():
-            sums[key] = sums.get(key, 0.0) + float(value.sum())
-        sums["_n"] = sums.get("_n", 0.0) + n
+            # each error over the samples whose data role trains what it measures: low-quality episodes
+            # are no policy targets, so neither the policy error nor its hold-last yardstick counts them
+            counted = roles[:, ERROR_OBJECTIVE[key]]
+            total, count = sums.get(key, (0.0, 0))
+            sums[key] = (total + float(value[counted].sum()), count + int(counted.sum()))
     model.train(was_training)
-    n = sums.pop("_n", 0.0)
-    return {key: value / n for key, value in sums.items()} if n else {}
+    return {key: total / count for key, (total, count) in sums.items() if count}
 
 
 # --- the run -------------------------------------------------------------------------------------------

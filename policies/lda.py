@@ -22,6 +22,17 @@ from lda_bench.policy import CHUNK_KEYS, LANGUAGE_KEY, VIDEO_KEY, current_state,
 from tasks.layout import ACTION_DIMS, ACTION_KEYS
 
 
+# Below this many weights a CPU action chunk is a few hundred small ops whose cost is per-op overhead: one
+# intra-op thread is faster than two (no fork/join per op), and it leaves the other cores to the evaluation
+# workers running beside it. Larger networks keep torch's default.
+SMALL_NETWORK_PARAMS = 20_000_000
+
+
+def cpu_threads(model) -> int | None:
+    """The intra-op thread count for acting with `model` on the CPU; None keeps torch's default."""
+    return 1 if model.num_params() < SMALL_NETWORK_PARAMS else None
+
+
 class LDAPolicy:
     """Acts with an LDA checkpoint (any backbone)."""
 
@@ -41,6 +52,9 @@ class LDAPolicy:
             raise ValueError(f"{checkpoint} holds a {config.backbone!r} LDA ({config.name}); this policy runs "
                              f"{self.backbone!r} checkpoints")
         self.config, self.device, self.seed = config, torch.device(device), seed
+        threads = cpu_threads(self.model) if self.device.type == "cpu" else None
+        if threads:
+            torch.set_num_threads(threads)
         self.execute = execute or config.execute_steps
         self.steps = steps or config.sample_steps
         if not 1 <= self.execute <= config.action_chunk:

@@ -26,6 +26,40 @@ def test_forward_and_sample_shapes(backbone):
     assert model.sample(FORWARD, **cond, actions=b["actions"], steps=2).shape == (3, config.patches, config.dino_dim)
 
 
+def _euler(model, objective, cond, noise, steps, actions=None, future=None):
+    """The straightforward sampler: the whole network, conditioning included, in every Euler step."""
+    x = noise
+    for i in range(steps):
+        t = torch.full((noise.shape[0],), i / steps)
+        obj = torch.full((noise.shape[0],), objective)
+        target_actions = objective in (POLICY, INVERSE)
+        v_a, v_f = model(x if target_actions else actions, future if target_actions else x, **cond, t=t,
+                         objective=obj)
+        x = x + (v_a if target_actions else v_f) / steps
+    return x
+
+
+@pytest.mark.parametrize("backbone", ["mmdit", "dit"])
+@pytest.mark.parametrize("objective", [POLICY, FORWARD, INVERSE, FORECAST])
+def test_sampler_gives_the_chunk_of_the_straightforward_euler_loop(backbone, objective):
+    """`sample` computes the conditioning once per chunk and skips the unread stream's last-block work and
+    output head; with the same noise it must integrate to what the plain per-step forward passes give."""
+    config = small_config(backbone=backbone)
+    model = LDA(config).eval()
+    with torch.no_grad():  # move every weight off its AdaLN-Zero / zero-head start so that all paths matter
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    b = random_batch(config, size=2)
+    cond = {k: b[k] for k in ("obs", "past_actions", "state", "vlm", "vlm_mask", "has_actions")}
+    shape = b["actions"].shape if objective in (POLICY, INVERSE) else b["future"].shape
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    given = {"actions": b["actions"], "future": b["future"]}
+    with torch.no_grad():
+        expected = _euler(model, objective, cond, noise, 4, **given)
+    got = model.sample(objective, **cond, **given, steps=4, noise=noise)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
 def test_adaln_zero_starts_every_block_as_identity_and_predicts_zero_velocity():
     config = small_config()
     model = LDA(config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -13,8 +15,9 @@ from model.data import Normalizer  # noqa: E402
 from model.encoders import DinoEncoder, VLMEncoder  # noqa: E402
 from model.lda import LDA  # noqa: E402
 from model.synthetic import make_dataset  # noqa: E402
-from model.train import (CHECKPOINT, TrainConfig, checkpoint_payload, load_checkpoint, load_model,  # noqa: E402
-                         lr_factor, save_checkpoint, train)
+from model.data import ROLES  # noqa: E402
+from model.train import (CHECKPOINT, TrainConfig, checkpoint_payload, evaluate, load_checkpoint,  # noqa: E402
+                         load_model, lr_factor, save_checkpoint, train)
 from model_helpers import random_batch, small_config  # noqa: E402
 from policy_helpers import INSTRUCTION, make_observation  # noqa: E402
 
@@ -96,6 +99,31 @@ def _saved_model(path):
                             np.zeros(32, np.float32), np.ones(32, np.float32))
     save_checkpoint(path, checkpoint_payload(config, model.state_dict(), normalizer, dino, vlm, step=0))
     return model, normalizer
+
+
+class _HeldOut:
+    """Held-out samples as `evaluate` reads them: one high-quality and one low-quality episode."""
+
+    def __init__(self, config, low_quality_offset: float):
+        batch = random_batch(config, size=2)
+        batch["actions"][1] += low_quality_offset
+        batch["roles"] = torch.from_numpy(np.stack([ROLES["high"], ROLES["low"]]))
+        self.items = [{k: v[i] for k, v in batch.items() if k != "vlm_mask"} for i in range(2)]
+        self.index = [(0, 0), (1, 0)]
+        self.episodes = [types.SimpleNamespace(actions=np.zeros(1))] * 2
+        self.normalizer = types.SimpleNamespace(action_std=np.ones(config.action_dim, np.float32))
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_held_out_policy_error_leaves_out_low_quality_episodes():
+    config = small_config()
+    model = LDA(config)
+    clean, moved = (evaluate(model, _HeldOut(config, offset)) for offset in (0.0, 50.0))
+    assert clean["policy/action_l1"] == moved["policy/action_l1"]
+    assert clean["baseline/hold_last_action_l1"] == moved["baseline/hold_last_action_l1"]
+    assert moved["inverse_dynamics/action_l1"] > clean["inverse_dynamics/action_l1"] + 10  # still counted
 
 
 def test_save_and_load_reproduce_the_outputs(tmp_path):
