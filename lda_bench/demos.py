@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,8 +151,11 @@ def _writer(root: Path, task: str) -> LeRobotWriter:
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(settings: DemoSettings) -> None:
+def _start_worker(settings: DemoSettings, parent_pid: int) -> None:
+    from lda_bench.evaluate import _exit_with_parent
+
     _worker["settings"] = settings
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 
 
 def _record_in_worker(item: tuple[str, int]) -> tuple[str, dict[str, Any]]:
@@ -208,7 +213,7 @@ def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_qu
     todo = [(name, i) for name in names for i in range(episodes) if i not in done[name]]
     if todo:
         with _worker_environment(), multiprocessing.get_context("spawn").Pool(
-                min(workers, len(todo)), initializer=_start_worker, initargs=(settings,)) as pool:
+                min(workers, len(todo)), initializer=_start_worker, initargs=(settings, os.getpid())) as pool:
             for count, (name, row) in enumerate(pool.imap_unordered(_record_in_worker, todo), 1):
                 with open(roots[name] / PROGRESS_FILE, "a") as progress_file:
                     progress_file.write(json.dumps(row) + "\n")
