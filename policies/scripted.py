@@ -33,7 +33,7 @@ PALM_CLEARANCE = 0.05       # the palm's lower edge is ~4.6 cm below the site
 FINGER_REACH = 0.118        # how far ahead of the site the straight fingers reach
 SHORT_CENTER = 0.055        # objects whose centre is lower than this are grasped with the palm rolled down
 SHORT_ROLL = 0.6
-TALL = 0.13                 # upright objects taller than this are approached from the side
+TALL = 0.15                 # upright objects taller than this are approached from the side
 ELONGATED = 1.6             # long half-size over the others: lying produce (eggplant, sweet potato)
 MAX_PALM_STEP = 0.008      # metres per control step: faster moves knock objects over
 CLEAR_Z = 1.1              # palm height that clears open fixtures when moving across the table
@@ -258,7 +258,8 @@ class ScriptedExpert:
             Waypoint(start + np.array([0.0, 0.0, 0.1]), rot, FIST, 25, hand_first=True),
             Waypoint(start, rot, FIST, 15),
             Waypoint(end, rot, FIST, 40, dwell=10),
-            Waypoint(end + np.array([-0.15, 0.0, 0.08]), rot, OPEN, 20),
+            Waypoint(end + np.array([-0.03, 0.0, 0.0]), rot, FIST, 8),        # off the front first, then up:
+            Waypoint(end + np.array([-0.03, 0.0, 0.12]), rot, OPEN, 15),      # never hook the handle
         ]
 
     def _place_behind_door(self, grasp, offset, half_z, rot) -> list[Waypoint]:

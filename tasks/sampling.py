@@ -27,7 +27,7 @@ FIXTURE_POSE = {"drawer": (0.12, 0.36), "cabinet": (0.15, 0.25), "microwave": (0
 
 # Where things start: (x range, y range) per family or role.
 OBJECT_REGION = {
-    "drawer": ((-0.14, -0.08), (0.0, 0.06)),
+    "drawer": ((-0.14, -0.08), (-0.04, 0.02)),
     "cabinet": ((-0.17, -0.1), (0.19, 0.27)),       # ahead of the resting hand: the wine stands 30 cm tall
     "microwave": ((-0.17, -0.1), (-0.29, -0.19)),
 }
