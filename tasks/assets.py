@@ -334,13 +334,6 @@ FIXTURES: dict[str, Asset] = {
 }
 
 
-def asset(name: str) -> Asset:
-    for table in (OBJECTS, CONTAINERS, FIXTURES):
-        if name in table:
-            return table[name]
-    raise KeyError(f"unknown asset {name!r}; known: {sorted(OBJECTS) + sorted(CONTAINERS) + sorted(FIXTURES)}")
-
-
 # ---------------------------------------------------------------- MJCF
 
 def _geom_xml(p: Part, friction, density, name=None) -> str:

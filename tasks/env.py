@@ -17,6 +17,7 @@ import numpy as np
 
 from tasks import success
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, HAND_RANGE, LANGUAGE_KEY, ROBOSUITE_SLICES, VIDEO_KEY
+from tasks.robot import to_robosuite
 from tasks.sampling import SceneSample, sample_scene, validate_seed
 from tasks.scene import EGOVIEW, TabletopScene
 from tasks.specs import TaskSpec, get_task
@@ -117,7 +118,7 @@ class GR1TabletopEnv(gym.Env):
         return self._observation() if render else None, steps, False, None
 
     def _apply(self, action: dict) -> None:
-        flat = np.empty(29)
+        parts = {}
         for part in ACTION_KEYS:
             value = action.get(f"action.{part}", action.get(part)) if isinstance(action, dict) else None
             if value is None:
@@ -126,8 +127,8 @@ class GR1TabletopEnv(gym.Env):
             if value.shape != (ACTION_DIMS[part],) or not np.all(np.isfinite(value)):
                 raise ValueError(f"'action.{part}' must be {ACTION_DIMS[part]} finite values, got {value!r}")
             space = self.action_space[f"action.{part}"]
-            flat[ROBOSUITE_SLICES[part]] = np.clip(value, space.low, space.high)
-        self.scene.step(flat)
+            parts[part] = np.clip(value, space.low, space.high)
+        self.scene.step(to_robosuite(parts))
         self.elapsed_steps += 1
 
     def _success(self) -> bool:

@@ -50,7 +50,7 @@ def controller_config() -> dict:
 
 
 def to_robosuite(action: dict[str, np.ndarray]) -> np.ndarray:
-    """GR00T-keyed action dict (`action.left_arm`, ... or bare part names) -> robosuite's flat 29-vector."""
+    """Part-keyed action dict (`left_arm`, ...) -> robosuite's flat 29-vector (what the env sends)."""
     flat = np.zeros(ACTION_DIM, dtype=np.float64)
     for part, sl in ROBOSUITE_SLICES.items():
         flat[sl] = action[part]

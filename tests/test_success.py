@@ -54,10 +54,12 @@ def test_tiered_containers_count_keypoints_in_the_highest_tier():
 # ---------------------------------------------------------------- measured on scenes
 
 def _place(scene, key, pos, quat=(1, 0, 0, 0)):
-    d = scene.sim.data._data
+    """Put a free body at a pose, at rest, and update the derived positions (no physics step)."""
+    m, d = scene.sim.model._model, scene.sim.data._data
     b = scene.bodies[key]
     d.qpos[b.qpos_addr:b.qpos_addr + 7] = np.concatenate([pos, quat])
     d.qvel[b.qvel_addr:b.qvel_addr + 6] = 0
+    mujoco.mj_forward(m, d)
 
 
 def _settle(env, steps=10):
@@ -85,7 +87,6 @@ def test_fixture_success_on_the_scene(task_env, task):
     d = scene.sim.data._data
     centre = d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(fixture.asset.interior.center)
     _place(scene, obj, centre)
-    mujoco.mj_forward(scene.sim.model._model, d)
     assert env.conditions() == {"object_inside": True, "closed": True}
     assert env._success()
     _set_door(scene, 0.006)   # just open
@@ -118,7 +119,6 @@ def test_novel_success_on_the_scene(task_env, task):
     q = np.zeros(4)
     mujoco.mju_axisAngle2Quat(q, np.array([1.0, 0, 0]), np.pi / 2)
     _place(scene, "target", d.xpos[target.body_id] + np.array([0, 0, 0.2]), q)
-    mujoco.mj_forward(scene.sim.model._model, d)
     assert not env.conditions()["container_upright"]
 
 
@@ -141,7 +141,6 @@ def test_distractor_inside_the_container_is_seen(task_env):
     name = env.sample.distractors[0][0]
     target = scene.bodies["target"]
     _place(scene, f"distractor_{name}", d.xpos[target.body_id] + np.array([0, 0, 0.03]))
-    mujoco.mj_forward(scene.sim.model._model, d)
     assert not env.conditions()["no_distractor_inside"]
 
 
@@ -154,8 +153,6 @@ def test_hands_far_or_near_the_container(task_env):
     hand = d.site_xpos[scene.hand_site_ids[0]].copy()
     _place(scene, "target", np.array([0.25, 0.0, 0.81]))       # far from both hands
     _place(scene, obj, np.array([0.25, 0.0, 0.9]))
-    mujoco.mj_forward(scene.sim.model._model, d)
     assert min(success.measure_novel(scene, obj, []).hand_to_container) > 0.25
     _place(scene, "target", hand + np.array([0.0, 0.0, -0.1]))  # right under the right hand
-    mujoco.mj_forward(scene.sim.model._model, d)
     assert not env.conditions()["hands_away"]
