@@ -161,7 +161,8 @@ class VLMEncoder(FrozenEncoder):
         except ImportError:
             from transformers import Qwen2VLImageProcessor as ImageProcessor
 
-        vocab = {token: i for i, token in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+        # sorted: the alphabet comes in a different order on each call, and with it the ids of the text
+        vocab = {token: i for i, token in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
         vocab.update({token: len(vocab) + i for i, token in enumerate(TINY_SPECIALS)})
         backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
