@@ -115,18 +115,27 @@ def _serve(args) -> None:
     serve(args.policy, _policy_args(args.policy_arg), host=args.host, port=args.port, api_token=args.api_token)
 
 
+def _vlm_lr(args) -> float | None:
+    if args.vlm_lr is not None and not args.unfreeze_vlm:
+        raise UsageError("--vlm-lr sets the learning rate of a VLM that trains: give --unfreeze-vlm too")
+    return args.vlm_lr
+
+
 def _train(args) -> None:
     from model.train import TrainConfig, launch
 
     launch(TrainConfig.load(args.config, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm), args.slurm)
+                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm,
+                            unfreeze_vlm=args.unfreeze_vlm or None, vlm_lr=_vlm_lr(args)), args.slurm)
 
 
 def _finetune(args) -> None:
     from model.train import finetune_config, launch
 
+    # the VLM trains only when asked, whatever the run that wrote the checkpoint did
     launch(finetune_config(args.from_checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
-                           lr=args.lr, cache=args.cache), args.slurm)
+                           lr=args.lr, cache=args.cache, unfreeze_vlm=args.unfreeze_vlm, vlm_lr=_vlm_lr(args)),
+           args.slurm)
 
 
 def _sweep(args) -> None:
@@ -225,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--batch-size", type=int, help="global batch size")
         run.add_argument("--lr", type=float, help="peak learning rate")
         run.add_argument("--cache", help="feature cache folder (default OUT/features)")
+        run.add_argument("--unfreeze-vlm", action="store_true",
+                         help="train the VLM too: its tokens are encoded live in every step (DINO stays frozen)")
+        run.add_argument("--vlm-lr", type=float, help="peak learning rate of the VLM with --unfreeze-vlm (default 1e-5)")
         run.add_argument("--slurm", metavar="PROFILE", help="submit to Slurm with this submitit profile (YAML)")
     training.set_defaults(func=_train)
     finetuning.set_defaults(func=_finetune)

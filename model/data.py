@@ -6,6 +6,9 @@ the past actions a[t-H : t], the state at t as sin/cos of its joints, and the VL
 the episode's instruction. Indices past either end of the episode are clamped: the robot holds its last
 target after the end, and the first frame stands in for frames before the start.
 
+When the VLM trains (finetuning with it unfrozen), its tokens change with every step, so a sample carries
+what the VLM reads in their place, the frame and the instruction, for the training step to encode.
+
 Every episode has a data role (universal data ingestion): `high` quality trains all four objectives, `low`
 quality all but the policy, action-free `video` only visual forecasting. The role travels with the sample
 as a mask over the objectives, which the model's loss honours.
@@ -143,11 +146,17 @@ def vlm_cache_id(vlm_id: str, stride: int) -> str:
     return f"{vlm_id}@every{stride}"
 
 
+def vlm_frames_id(view: str, stride: int) -> str:
+    """Names the cached frames a live VLM reads: raw data, the same whatever the encoder's weights."""
+    return f"frames:{view}@every{stride}"
+
+
 def encode_episodes(episodes: list[Episode], cache: FeatureCache, dino, vlm, vlm_stride: int = 1, batch: int = 32,
                     view: str = VIEW, log=print) -> None:
     """Encode each episode not yet in the cache, once: DINO features of every frame, VLM tokens of every
-    `vlm_stride`-th frame."""
-    vlm_id = vlm_cache_id(vlm.encoder_id, vlm_stride)
+    `vlm_stride`-th frame. With `vlm` None (the VLM trains, so its tokens are encoded live in each step),
+    those frames themselves are cached, for the samples to carry."""
+    vlm_id = vlm_cache_id(vlm.encoder_id, vlm_stride) if vlm is not None else vlm_frames_id(view, vlm_stride)
     todo = [e for e in episodes if not (cache.has(e.dataset, dino.encoder_id, e.index)
                                         and cache.has(e.dataset, vlm_id, e.index))]
     for n, episode in enumerate(todo):
@@ -157,7 +166,8 @@ def encode_episodes(episodes: list[Episode], cache: FeatureCache, dino, vlm, vlm
                 [dino.encode(frames[i:i + batch]).cpu().numpy() for i in range(0, len(frames), batch)]
             ).astype(np.float16)})
             cache.ensure(episode.dataset, vlm_id, episode.index,
-                         lambda: _vlm_arrays(vlm, frames[::vlm_stride], episode.instruction, batch))
+                         lambda: _vlm_arrays(vlm, frames[::vlm_stride], episode.instruction, batch) if vlm is not None
+                         else {"frames": frames[::vlm_stride]})
         if log and (n + 1) % 50 == 0:
             log(f"encoded {n + 1}/{len(todo)} episodes")
 
@@ -186,18 +196,22 @@ def sample_frames(config: LDAConfig, t: int, length: int) -> dict[str, np.ndarra
 
 
 class LDASamples(Dataset):
-    """Every frame of every episode as an anchor; features are read from the cache on demand."""
+    """Every frame of every episode as an anchor; features are read from the cache on demand.
 
-    def __init__(self, episodes: list[Episode], config: LDAConfig, cache: FeatureCache, dino_id: str, vlm_id: str,
-                 normalizer: Normalizer):
-        self.episodes, self.config, self.cache = episodes, config, cache
-        self.dino_id, self.vlm_id, self.normalizer = dino_id, vlm_cache_id(vlm_id, config.vlm_stride), normalizer
+    With `vlm_id` None the VLM is encoded live: a sample carries the cached frame it reads (`vlm_image`)
+    and the instruction, the very inputs its cached tokens would have been encoded from."""
+
+    def __init__(self, episodes: list[Episode], config: LDAConfig, cache: FeatureCache, dino_id: str,
+                 vlm_id: str | None, normalizer: Normalizer, view: str = VIEW):
+        self.episodes, self.config, self.cache, self.dino_id, self.normalizer = episodes, config, cache, dino_id, normalizer
+        self.vlm_id = vlm_cache_id(vlm_id, config.vlm_stride) if vlm_id is not None else None
+        self.frames_id = vlm_frames_id(view, config.vlm_stride)
         self.index = [(e, t) for e in range(len(episodes)) for t in range(episodes[e].length)]
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         c = self.config
         e, t = self.index[i]
         episode = self.episodes[e]
@@ -206,8 +220,13 @@ class LDASamples(Dataset):
                                  np.concatenate([at["history"], at["future"]])).astype(np.float32)
         visual = self.normalizer.visual(visual)
         row = [t // c.vlm_stride]  # the latest frame whose VLM tokens were encoded
-        vlm = self.cache.read(episode.dataset, self.vlm_id, episode.index, "features", row)[0]
-        mask = self.cache.read(episode.dataset, self.vlm_id, episode.index, "mask", row)[0].astype(bool)
+        if self.vlm_id is not None:
+            vlm = self.cache.read(episode.dataset, self.vlm_id, episode.index, "features", row)[0]
+            mask = self.cache.read(episode.dataset, self.vlm_id, episode.index, "mask", row)[0].astype(bool)
+            language = {"vlm": torch.from_numpy(vlm[mask].astype(np.float32))}
+        else:
+            image = self.cache.read(episode.dataset, self.frames_id, episode.index, "frames", row)[0]
+            language = {"vlm_image": torch.from_numpy(image), "instruction": episode.instruction}
         if episode.actions is not None:
             actions = self.normalizer.actions(episode.actions[at["chunk"]])
             past = self.normalizer.actions(episode.actions[at["past"]])
@@ -221,19 +240,23 @@ class LDASamples(Dataset):
             "actions": torch.from_numpy(np.asarray(actions, np.float32)),
             "past_actions": torch.from_numpy(np.asarray(past, np.float32)),
             "state": torch.from_numpy(state),
-            "vlm": torch.from_numpy(vlm[mask].astype(np.float32)),
+            **language,
             "roles": torch.from_numpy(ROLES[episode.quality].copy()),
             "has_actions": torch.tensor(episode.actions is not None),
         }
 
 
-def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack samples; VLM token sequences are right-padded to the longest, with a mask."""
-    width = max(s["vlm"].shape[0] for s in samples)
-    batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "vlm"}
-    batch["vlm"] = torch.stack([torch.nn.functional.pad(s["vlm"], (0, 0, 0, width - s["vlm"].shape[0]))
-                                for s in samples])
-    batch["vlm_mask"] = torch.stack([torch.arange(width) < s["vlm"].shape[0] for s in samples])
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples; cached VLM token sequences are right-padded to the longest, with a mask; the
+    instructions of a live VLM stay a list of strings."""
+    batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key not in ("vlm", "instruction")}
+    if "instruction" in samples[0]:
+        batch["instruction"] = [s["instruction"] for s in samples]
+    if "vlm" in samples[0]:
+        width = max(s["vlm"].shape[0] for s in samples)
+        batch["vlm"] = torch.stack([torch.nn.functional.pad(s["vlm"], (0, 0, 0, width - s["vlm"].shape[0]))
+                                    for s in samples])
+        batch["vlm_mask"] = torch.stack([torch.arange(width) < s["vlm"].shape[0] for s in samples])
     return batch
 
 

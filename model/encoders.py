@@ -4,7 +4,8 @@ Both load from a local path or a hub id (`from_pretrained`), or are built tiny a
 (`tiny`), which is what tests and the CPU learning proof use: no weights can be downloaded on the machines
 this project is built on. Each encoder says how to rebuild itself (`spec`) and names its outputs for the
 feature cache (`encoder_id`). They are frozen (eval mode, no gradients) in pretraining; finetuning may
-`unfreeze` them.
+`unfreeze` them, after which they are `finetuned`: their weights are no longer their source's, so their
+outputs get a new name and checkpoints carry their weights.
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ class FrozenEncoder(nn.Module):
     def __init__(self, source: str | None):
         super().__init__()
         self.source = source
+        self.finetuned = False  # weights changed from the source's (unfrozen, or loaded from a finetuned checkpoint)
 
     @property
     def encoder_id(self) -> str:
-        """Names this encoder's outputs: the source for pretrained weights, a weight hash for random ones."""
-        return f"{self.kind}:{self.source}" if self.source else f"{self.kind}:random-{_weights_hash(self)}"
+        """Names this encoder's outputs, so that cached features are reused only for the very same weights:
+        the source for its published weights, a weight hash for random or finetuned ones."""
+        if not self.source:
+            return f"{self.kind}:random-{_weights_hash(self)}"
+        return f"{self.kind}:{self.source}" + (f"+finetuned-{_weights_hash(self)}" if self.finetuned else "")
 
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -62,6 +67,7 @@ class FrozenEncoder(nn.Module):
         return self.eval()
 
     def unfreeze(self) -> FrozenEncoder:
+        self.finetuned = True
         self.requires_grad_(True)
         return self.train()
 
@@ -109,6 +115,12 @@ class DinoEncoder(FrozenEncoder):
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "config": self.model.config.to_dict()}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **load_kwargs) -> DinoEncoder:
+        if spec.get("source"):
+            return cls.from_pretrained(spec["source"], **load_kwargs)
+        return cls.tiny(int(spec["config"]["image_size"]))
 
     def encode(self, images: Any) -> torch.Tensor:
         """uint8 (N, H, W, 3) images -> float (N, grid*grid, dim) patch features, resized to image_size."""
@@ -189,6 +201,25 @@ class VLMEncoder(FrozenEncoder):
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "image_size": self.image_size}
 
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **load_kwargs) -> VLMEncoder:
+        if spec.get("source"):
+            return cls.from_pretrained(spec["source"], spec.get("image_size", 224), **load_kwargs)
+        return cls.tiny(int(spec["image_size"]))
+
+    def unfreeze(self) -> VLMEncoder:
+        """Trains what `encode` runs; the language-model head, which it never reads, stays frozen (a weight
+        tied to the input embeddings trains with them)."""
+        super().unfreeze()
+        self.requires_grad_(False)
+        self.model.model.requires_grad_(True)
+        return self
+
+    def layers(self) -> list[nn.Module]:
+        """The vision and language transformer blocks: the units a sharded (FSDP) run wraps one by one."""
+        names = set(self.model._no_split_modules or ())
+        return [module for module in self.model.modules() if type(module).__name__ in names]
+
     def _prompt(self, instruction: str, image_tokens: int) -> str:
         placeholder = VISION_START + IMAGE_PAD + VISION_END
         if getattr(self.tokenizer, "chat_template", None):
@@ -200,7 +231,7 @@ class VLMEncoder(FrozenEncoder):
 
     def encode(self, images: Any, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (N, H, W, 3) images and N instructions -> tokens (N, L, dim) float and mask (N, L) bool."""
-        x = as_image_batch(images)
+        x = as_image_batch(images).cpu()  # the image processor reads CPU arrays; resized there, as when cached
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
                               align_corners=False)
@@ -228,22 +259,21 @@ def _accepts(function, name: str) -> bool:
 def build_encoders(specs: dict[str, dict[str, Any]], state: dict[str, dict] | None = None,
                    **load_kwargs) -> tuple[DinoEncoder, VLMEncoder]:
     """Rebuild the encoders a checkpoint records: pretrained ones from their source, random (tiny) ones
-    from the config and weights stored beside them."""
-    dino_spec, vlm_spec = specs["dino"], specs["vlm"]
-    if dino_spec.get("source"):
-        dino = DinoEncoder.from_pretrained(dino_spec["source"], **load_kwargs)
-    else:
-        dino = DinoEncoder.tiny(int(dino_spec["config"]["image_size"]))
-    if vlm_spec.get("source"):
-        vlm = VLMEncoder.from_pretrained(vlm_spec["source"], vlm_spec.get("image_size", 224), **load_kwargs)
-    else:
-        vlm = VLMEncoder.tiny(int(vlm_spec["image_size"]))
+    from their spec; then the weights stored beside them (random or finetuned), if any."""
+    dino = DinoEncoder.from_spec(specs["dino"], **load_kwargs)
+    vlm = VLMEncoder.from_spec(specs["vlm"], **load_kwargs)
     for name, encoder in (("dino", dino), ("vlm", vlm)):
         if state and name in state:
             encoder.load_state_dict(state[name])
+            encoder.finetuned = bool(encoder.source)  # not its source's weights any more
     return dino, vlm
 
 
-def encoder_state(dino: DinoEncoder, vlm: VLMEncoder) -> dict[str, dict]:
-    """The weights a checkpoint must carry: those of random encoders, which no path can reload."""
-    return {name: encoder.state_dict() for name, encoder in (("dino", dino), ("vlm", vlm)) if not encoder.source}
+def encoder_state(dino: DinoEncoder, vlm: VLMEncoder, vlm_state: dict | None = None) -> dict[str, dict]:
+    """The weights a checkpoint must carry: those of random encoders, which no path can reload, and of
+    finetuned ones. `vlm_state` stands in for the VLM's own when its weights are sharded over ranks (FSDP)."""
+    state = {name: encoder.state_dict() for name, encoder in (("dino", dino), ("vlm", vlm))
+             if not encoder.source or encoder.finetuned}
+    if vlm_state is not None:
+        state["vlm"] = vlm_state
+    return state

@@ -6,6 +6,10 @@ Starting a run whose folder has a checkpoint resumes it: model, optimizer, sched
 the data order is a pure function of (seed, step), and every step draws its noise, flow times and
 objectives from a generator seeded by (seed, step, rank). So a resumed run takes exactly the steps an
 uninterrupted one would have taken, whatever the number of restarts.
+
+The encoders are frozen and their features cached, except in finetuning with `unfreeze_vlm`: the VLM then
+trains with its own learning rate, encodes the frame and instruction of every sample in every step (its
+cached tokens would be stale after the first), is evaluated and saved as it is now, and acts so in the policy.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     strategy: str = "auto"                    # "ddp" | "fsdp" | "auto" (fsdp for hidden >= 1536 on > 1 rank)
+    unfreeze_vlm: bool = False                # finetuning: train the VLM too, its tokens encoded live each step
+    vlm_lr: float = 1e-5                      # the VLM's peak learning rate when it trains (same schedule)
 
     @classmethod
     def load(cls, source: str | Path, **overrides: Any) -> TrainConfig:
@@ -104,12 +110,13 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
 
 
 def checkpoint_payload(model_config: LDAConfig, model_state: dict, normalizer: Normalizer, dino: DinoEncoder,
-                       vlm: VLMEncoder, **training: Any) -> dict[str, Any]:
-    """What a checkpoint holds: enough to act (network, statistics, encoders) and, in `training` (step,
-    train_config, optimizer, scheduler), enough to resume."""
+                       vlm: VLMEncoder, vlm_state: dict | None = None, **training: Any) -> dict[str, Any]:
+    """What a checkpoint holds: enough to act (network, statistics, encoders, finetuned ones with their
+    weights) and, in `training` (step, train_config, optimizer, scheduler), enough to resume. `vlm_state`:
+    the weights of a VLM sharded over ranks, gathered."""
     return {"format": FORMAT, "model_config": model_config.to_dict(), "model": model_state,
             "normalizer": normalizer.to_dict(), "encoders": {"dino": dino.spec(), "vlm": vlm.spec()},
-            "encoder_state": encoder_state(dino, vlm), **training}
+            "encoder_state": encoder_state(dino, vlm, vlm_state), **training}
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -177,23 +184,40 @@ ERROR_OBJECTIVE = {"policy/action_l1": POLICY, "inverse_dynamics/action_l1": INV
                    "baseline/hold_last_action_l1": POLICY, "baseline/unchanged_frame_mse": FORECAST}
 
 
+def with_vlm_tokens(batch: dict[str, Any], vlm: VLMEncoder | None) -> dict[str, Any]:
+    """The batch with VLM tokens: its cached ones, or, when it carries the VLM's frames and instructions
+    (the VLM trains), encoded from them now by `vlm` as it is now."""
+    if "vlm_image" not in batch:
+        return batch
+    if vlm is None:
+        raise ValueError("these samples carry frames for a live VLM (unfreeze_vlm): give the VLM to encode them")
+    tokens, mask = vlm.encode(batch["vlm_image"], batch["instruction"])
+    return {**batch, "vlm": tokens, "vlm_mask": mask}
+
+
+def _to(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 @torch.no_grad()
 def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int = 64, seed: int = 0,
-             device: str | torch.device = "cpu") -> dict[str, float]:
+             device: str | torch.device = "cpu", vlm: VLMEncoder | None = None) -> dict[str, float]:
     """Held-out errors of what each objective generates (Euler sampling from noise, fixed seed):
     action L1 in radians for policy and inverse dynamics, feature MSE (normalised units) for forward
     dynamics and visual forecasting; and, as yardsticks, the errors of holding the last action and of
     predicting an unchanged frame. Each error averages over the samples whose data role trains its
-    objective (ERROR_OBJECTIVE); an error no sample qualifies for is left out."""
-    was_training = model.training
-    model.eval()
+    objective (ERROR_OBJECTIVE); an error no sample qualifies for is left out. Samples of a live VLM
+    (`vlm_id` None) are encoded by `vlm`, in eval mode."""
+    modes = [(m, m.training) for m in (model, vlm) if m is not None]
+    for m, _ in modes:
+        m.eval()
     acting = [i for i, (e, _) in enumerate(samples.index) if samples.episodes[e].actions is not None]
     chosen = [acting[int(j)] for j in np.linspace(0, len(acting) - 1, min(count, len(acting)))] if acting else []
     generator = torch.Generator(device="cpu").manual_seed(seed)
     std = torch.as_tensor(samples.normalizer.action_std)
     sums: dict[str, tuple[float, int]] = {}  # error -> (sum, samples)
     for start in range(0, len(chosen), batch_size):
-        batch = {k: v.to(device) for k, v in collate([samples[i] for i in chosen[start:start + batch_size]]).items()}
+        batch = with_vlm_tokens(_to(collate([samples[i] for i in chosen[start:start + batch_size]]), device), vlm)
         cond = dict(obs=batch["obs"], past_actions=batch["past_actions"], state=batch["state"], vlm=batch["vlm"],
                     vlm_mask=batch["vlm_mask"], has_actions=batch["has_actions"])
         noise = lambda shape: torch.randn(shape, generator=generator).to(device)  # noqa: E731
@@ -221,7 +245,8 @@ def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int 
             counted = roles[:, ERROR_OBJECTIVE[key]]
             total, count = sums.get(key, (0.0, 0))
             sums[key] = (total + float(value[counted].sum()), count + int(counted.sum()))
-    model.train(was_training)
+    for m, mode in modes:
+        m.train(mode)
     return {key: total / count for key, (total, count) in sums.items() if count}
 
 
@@ -257,14 +282,16 @@ def init_ranks() -> Ranks:
 
 
 class TrainingObjective(torch.nn.Module):
-    """The loss as a module's forward, so DDP's and FSDP's hooks see the whole computation."""
+    """The loss as a module's forward, so DDP's and FSDP's hooks see the whole computation: with a VLM that
+    trains, its encoding of the batch too."""
 
-    def __init__(self, lda: LDA):
+    def __init__(self, lda: LDA, vlm: VLMEncoder | None = None):
         super().__init__()
         self.lda = lda
+        self.vlm = vlm
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.lda.loss(batch)
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.lda.loss(with_vlm_tokens(batch, self.vlm))
 
 
 def _encoders(cfg: TrainConfig, model_config: LDAConfig, base: dict | None) -> tuple[DinoEncoder, VLMEncoder]:
@@ -282,12 +309,18 @@ def _encoders(cfg: TrainConfig, model_config: LDAConfig, base: dict | None) -> t
     return dino, vlm
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def _param_groups(objective: TrainingObjective, cfg: TrainConfig) -> list[dict]:
+    """The LDA's weights at cfg.lr (matrices decayed; biases, norms, embeddings not) and, when the VLM trains,
+    its weights as one more group at cfg.vlm_lr, without decay; the schedule scales every group alike."""
     decay, plain = [], []
-    for name, p in model.named_parameters():
+    for name, p in objective.lda.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 and "pos" not in name and "embed" not in name else plain).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    if objective.vlm is not None:
+        groups.append({"params": [p for p in objective.vlm.parameters() if p.requires_grad], "lr": cfg.vlm_lr,
+                       "weight_decay": 0.0})
+    return groups
 
 
 def _wrap(objective: TrainingObjective, cfg: TrainConfig, ranks: Ranks) -> torch.nn.Module:
@@ -297,11 +330,14 @@ def _wrap(objective: TrainingObjective, cfg: TrainConfig, ranks: Ranks) -> torch
     if strategy == "auto":
         strategy = "fsdp" if objective.lda.config.hidden >= 1536 else "ddp"
     if strategy == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
         precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in objective.lda.blocks:
             fully_shard(block, mp_policy=precision)
+            register_fsdp_forward_method(block, "memory")  # called outside forward: it must gather the weights too
+        for layer in objective.vlm.layers() if objective.vlm is not None else []:
+            fully_shard(layer, mp_policy=precision)
         return fully_shard(objective, mp_policy=precision)
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
@@ -316,10 +352,12 @@ def _sharded(wrapped: torch.nn.Module) -> bool:
     return isinstance(wrapped, FSDPModule)
 
 
-def _full_states(wrapped: torch.nn.Module, optimizer, ranks: Ranks) -> tuple[dict, dict | None]:
-    """Unsharded model (and optimizer, if given) state on every rank's CPU (a collective under FSDP)."""
+def _full_states(wrapped: torch.nn.Module, optimizer, ranks: Ranks) -> tuple[dict[str, dict], dict | None]:
+    """Unsharded state of each part of the objective ("lda", and "vlm" when it trains), and of the optimizer
+    if given, on every rank's CPU (a collective under FSDP)."""
     if ranks.world == 1:
-        return wrapped.lda.state_dict(), optimizer.state_dict() if optimizer else None
+        return ({name: part.state_dict() for name, part in wrapped.named_children()},
+                optimizer.state_dict() if optimizer else None)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -327,7 +365,11 @@ def _full_states(wrapped: torch.nn.Module, optimizer, ranks: Ranks) -> tuple[dic
         model_state, optim_state = get_model_state_dict(wrapped, options=options), None
     else:
         model_state, optim_state = get_state_dict(wrapped, optimizer, options=options)
-    return {k.removeprefix("module.").removeprefix("lda."): v for k, v in model_state.items()}, optim_state
+    parts: dict[str, dict] = {}
+    for key, value in model_state.items():
+        part, _, name = key.removeprefix("module.").partition(".")
+        parts.setdefault(part, {})[name] = value
+    return parts, optim_state
 
 
 def _load_optimizer(wrapped: torch.nn.Module, optimizer, state: dict, ranks: Ranks) -> None:
@@ -369,21 +411,30 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
         model_config = LDAConfig.from_dict({**base["model_config"], **cfg.model_overrides})
     else:
         model_config = get_config(cfg.model, **cfg.model_overrides)
+    if resume is not None and resume.get("train_config", {}).get("unfreeze_vlm", False) != cfg.unfreeze_vlm:
+        raise ValueError(f"{out} holds a run with unfreeze_vlm={not cfg.unfreeze_vlm}: resume it with the same "
+                         f"setting, or finetune from its checkpoint into a new run folder")
     log = RunLog(out, ranks.main, echo)
     if ranks.main:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
-    # data: encode every frame once into the cache, then fit (or restore) the normalisation statistics
+    # data: encode every frame once into the cache, then fit (or restore) the normalisation statistics. A VLM
+    # that trains is not cached: the samples carry the frames it reads, and it encodes them in every step.
     dino, vlm = _encoders(cfg, model_config, resume or base)
+    # a VLM that trains keeps float32 weights (autocast still computes in bfloat16): bfloat16 weights would
+    # round its small steps at vlm_lr away
+    live_vlm = vlm.unfreeze().float().to(ranks.device) if cfg.unfreeze_vlm else None
     episodes = load_episodes(cfg.data)
     train_episodes, held_out = split_episodes(episodes, cfg.holdout, cfg.seed)
     cache = FeatureCache(cfg.cache or out / "features")
     if ranks.main:
-        encode_episodes(episodes, cache, dino.to(ranks.device), vlm.to(ranks.device), model_config.vlm_stride, log=echo)
+        encode_episodes(episodes, cache, dino.to(ranks.device), None if cfg.unfreeze_vlm else vlm.to(ranks.device),
+                        model_config.vlm_stride, log=echo)
     ranks.barrier()
     normalizer = (Normalizer.from_dict(resume["normalizer"]) if resume is not None else
                   Normalizer.fit(train_episodes, visual_sample(train_episodes, cache, dino.encoder_id, seed=cfg.seed)))
-    make = lambda eps: LDASamples(eps, model_config, cache, dino.encoder_id, vlm.encoder_id, normalizer)  # noqa: E731
+    vlm_id = None if cfg.unfreeze_vlm else vlm.encoder_id
+    make = lambda eps: LDASamples(eps, model_config, cache, dino.encoder_id, vlm_id, normalizer)  # noqa: E731
     train_samples, eval_samples = make(train_episodes), make(held_out)
 
     # model, optimizer, schedule
@@ -391,8 +442,9 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     lda = LDA(model_config)
     if resume is not None or base is not None:
         lda.load_state_dict((resume or base)["model"])
-    wrapped = _wrap(TrainingObjective(lda.to(ranks.device)), cfg, ranks)
-    optimizer = torch.optim.AdamW(_param_groups(wrapped, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    objective = TrainingObjective(lda.to(ranks.device), live_vlm)
+    wrapped = _wrap(objective, cfg, ranks)
+    optimizer = torch.optim.AdamW(_param_groups(objective, cfg), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step = 0
     if resume is not None:
@@ -404,27 +456,32 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
         log({"event": "start", "params": lda.num_params(), "train_samples": len(train_samples),
              "eval_samples": len(eval_samples), "model": model_config.to_dict()},
             f"{model_config.name}: {lda.num_params() / 1e6:.2f}M parameters, {len(train_samples)} training samples "
-            f"({len(train_episodes)} episodes), {len(eval_samples)} held out ({len(held_out)} episodes)")
+            f"({len(train_episodes)} episodes), {len(eval_samples)} held out ({len(held_out)} episodes)"
+            + (f"; the VLM trains too, at lr {cfg.vlm_lr:g}" if cfg.unfreeze_vlm else ""))
 
     def checkpoint() -> None:
-        model_state, optim_state = _full_states(wrapped, optimizer, ranks)
+        states, optim_state = _full_states(wrapped, optimizer, ranks)
         if ranks.main:
             save_checkpoint(out / CHECKPOINT, checkpoint_payload(
-                model_config, model_state, normalizer, dino, vlm, step=step, train_config=asdict(cfg),
-                optimizer=optim_state, scheduler=scheduler.state_dict()))
+                model_config, states["lda"], normalizer, dino, vlm, states.get("vlm"), step=step,
+                train_config=asdict(cfg), optimizer=optim_state, scheduler=scheduler.state_dict()))
         ranks.barrier()
 
     def run_eval() -> dict[str, float]:
-        """On rank 0 only; a sharded model is gathered into a full copy first."""
-        model = lda
+        """On rank 0 only, with the VLM as it is now when it trains; a sharded model (and VLM) is gathered
+        into a full copy first."""
+        model, eval_vlm = lda, live_vlm
         if ranks.world > 1 and _sharded(wrapped):
-            state, _ = _full_states(wrapped, None, ranks)
+            states, _ = _full_states(wrapped, None, ranks)
             if ranks.main:
                 model = LDA(model_config).to(ranks.device)
-                model.load_state_dict(state)
+                model.load_state_dict(states["lda"])
+                if cfg.unfreeze_vlm:
+                    eval_vlm = VLMEncoder.from_spec(vlm.spec()).to(ranks.device)
+                    eval_vlm.load_state_dict(states["vlm"])
         result = {}
         if ranks.main and len(eval_samples):
-            result = evaluate(model, eval_samples, cfg.eval_samples, device=ranks.device)
+            result = evaluate(model, eval_samples, cfg.eval_samples, device=ranks.device, vlm=eval_vlm)
             log({"event": "eval", "step": step, **result},
                 f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
         ranks.barrier()
@@ -443,7 +500,7 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     wrapped.train()
     for batch in loader:
         seed_step(cfg.seed, step, ranks.rank)
-        batch = {k: v.to(ranks.device, non_blocking=True) for k, v in batch.items()}
+        batch = _to(batch, ranks.device)
         with autocast:
             losses = wrapped(batch)
         losses["loss"].backward()
@@ -465,7 +522,8 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
             window = dict(zip(sorted(window), totals.tolist()))
             elapsed = time.perf_counter() - tic
             last = {"event": "train", "step": step, "loss": window["loss"] / window["steps"],
-                    "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                    "lr": scheduler.get_last_lr()[0], **({"vlm_lr": scheduler.get_last_lr()[-1]} if cfg.unfreeze_vlm else {}),
+                    "grad_norm": float(grad_norm),
                     "samples_per_s": window["steps"] * cfg.batch_size / ranks.world / elapsed,
                     **{f"loss/{n}": window[n] / window[f"n/{n}"] for n in OBJECTIVES if window[f"n/{n}"]}}
             log(last, f"step {step}/{cfg.steps} loss {last['loss']:.4f} "

@@ -2,8 +2,9 @@
 
 `lda` (the MM-DiT, LDA-1B), `lda-0.5b` (the same at half width) and `lda-dit` (single-stream DiT) load
 a checkpoint written by `lda-bench train` / `finetune`, which records its network, the action and feature
-statistics, and the frozen encoders it was trained with. Each call encodes the current egoview, samples an
-action chunk with a few Euler steps and returns the first `execute` steps of it in absolute radians.
+statistics, and the encoders it was trained with (a VLM finetuned with `--unfreeze-vlm` as finetuned).
+Each call encodes the current egoview, samples an action chunk with a few Euler steps and returns the first
+`execute` steps of it in absolute radians.
 
 The policy keeps what training conditioned on: the DINO features of its previous frame (history 2: with
 `execute` = the config's frame stride, that frame is exactly one stride back) and the actions it last
