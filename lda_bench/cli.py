@@ -126,7 +126,8 @@ def _train(args) -> None:
 
     launch(TrainConfig.load(args.config, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                             lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm,
-                            unfreeze_vlm=args.unfreeze_vlm or None, vlm_lr=_vlm_lr(args)), args.slurm)
+                            compile=args.compile or None, unfreeze_vlm=args.unfreeze_vlm or None,
+                            vlm_lr=_vlm_lr(args)), args.slurm)
 
 
 def _finetune(args) -> None:
@@ -134,7 +135,8 @@ def _finetune(args) -> None:
 
     # the VLM trains only when asked, whatever the run that wrote the checkpoint did
     launch(finetune_config(args.from_checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
-                           lr=args.lr, cache=args.cache, unfreeze_vlm=args.unfreeze_vlm, vlm_lr=_vlm_lr(args)),
+                           lr=args.lr, cache=args.cache, compile=args.compile or None,
+                           unfreeze_vlm=args.unfreeze_vlm, vlm_lr=_vlm_lr(args)),
            args.slurm)
 
 
@@ -234,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--batch-size", type=int, help="global batch size")
         run.add_argument("--lr", type=float, help="peak learning rate")
         run.add_argument("--cache", help="feature cache folder (default OUT/features)")
+        run.add_argument("--compile", action="store_true",
+                         help="torch.compile each transformer block (faster steps on GPU after a first slow one)")
         run.add_argument("--unfreeze-vlm", action="store_true",
                          help="train the VLM too: its tokens are encoded live in every step (DINO stays frozen)")
         run.add_argument("--vlm-lr", type=float, help="peak learning rate of the VLM with --unfreeze-vlm (default 1e-5)")

@@ -4,6 +4,10 @@ Parameters are counted on the meta device (no memory is allocated, so lda-1b cou
 Training throughput is one optimizer step on random batches shaped like real ones; latency is one action
 chunk (4 Euler steps), for the network alone and for the whole policy call (tiny DINO + tiny VLM encoding
 of the frame included). GPU figures are measured only where a GPU is present.
+
+Model FLOPs utilisation (MFU) is the FLOPs of one training step's forward and backward, counted by
+PyTorch's FlopCounterMode on the network without gradient checkpointing (recomputation is not model
+work), divided by the step time and the GPU's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from model.config import PRESETS, POLICY, get_config
 from model.lda import LDA
@@ -44,22 +49,74 @@ def _times(fn, repeats: int, sync=lambda: None) -> dict[str, float]:
     return {"median": statistics.median(times), "best": min(times)}
 
 
-def train_throughput(name: str, device: str, batch: int, repeats: int) -> float:
-    """Training samples per second of one AdamW step (bf16 autocast on GPU)."""
+def cpu_training(name: str, batch: int, repeats: int) -> float:
+    """Training samples per second of one AdamW step on the CPU."""
     config = get_config(name)
-    model = LDA(config).to(device).train()
+    model = LDA(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
-    data = _batch(config, batch, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    data = _batch(config, batch, "cpu")
 
     def step():
-        with autocast:
+        model.loss(data)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return batch / _times(step, repeats)["median"]
+
+
+# Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, without sparsity), by device-name substring;
+# the first match wins, so the more specific names come first.
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("B200", 2250.0),
+                    ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0))
+
+
+def peak_tflops(device_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in device_name), None)
+
+
+def step_flops(name: str, batch: int, device: str) -> float:
+    """Model FLOPs of one training step (forward + backward) at this batch size. Nothing couples the samples
+    of a batch, so the count is exactly linear in it: counted on one sample, which needs little memory."""
+    model = LDA(get_config(name, grad_checkpointing=False)).to(device).train()
+    data = _batch(model.config, 1, device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        model.loss(data)["loss"].backward()
+    return batch * float(counter.get_total_flops())
+
+
+def gpu_training(name: str, batch: int, repeats: int = 10, compile: bool = True,
+                 checkpointing: bool = False) -> dict[str, float]:
+    """Step time, samples/s, peak memory and MFU of bf16 training on the GPU with fused AdamW, each block
+    compiled (`compile`) and no gradient checkpointing unless asked (it recomputes, so it costs MFU)."""
+    config = get_config(name, grad_checkpointing=checkpointing)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    model = LDA(config).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True)
+    if compile:
+        model.compile_blocks()
+    data = _batch(config, batch, "cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model.loss(data)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    return batch / _times(step, repeats, sync)["median"]
+    for _ in range(2):  # warm-up: compilation, allocator, cuBLAS heuristics
+        step()
+    times = _times(step, repeats, torch.cuda.synchronize)
+    memory = torch.cuda.max_memory_allocated() / 2**30
+    del step, model, optimizer, data
+    torch.cuda.empty_cache()
+    flops = step_flops(name, batch, "cuda")
+    peak = peak_tflops(torch.cuda.get_device_name())
+    seconds = times["median"]
+    return {"batch": batch, "compile": compile, "checkpointing": config.grad_checkpointing,
+            "step_ms": 1000 * seconds, "best_ms": 1000 * times["best"], "samples_per_s": batch / seconds,
+            "tflop_per_step": flops / 1e12, "achieved_tflops": flops / seconds / 1e12,
+            "mfu": flops / seconds / (peak * 1e12) if peak else None,
+            "peak_memory_gib": memory}
 
 
 def chunk_latency(name: str, device: str, repeats: int) -> dict[str, float]:
@@ -108,6 +165,10 @@ def policy_latency(repeats: int) -> dict[str, float]:
     return _times(lambda: policy.get_action(obs), repeats)
 
 
+# lda-1b's largest batch on one 80 GB H100 without gradient checkpointing (56 ran out of memory).
+GPU_BATCH = 48
+
+
 def bench_model(repeats: int = 10) -> dict:
     sizes = {}
     for name, config in PRESETS.items():
@@ -116,15 +177,14 @@ def bench_model(repeats: int = 10) -> dict:
     ms = lambda times: {k: 1000 * v for k, v in times.items()}  # noqa: E731
     threads = torch.get_num_threads()
     result = {"params": sizes, "threads": threads, "load": os.getloadavg()[0],
-              "cpu": {"train_samples_per_s": train_throughput("tiny", "cpu", 32, max(3, repeats // 2)),
+              "cpu": {"train_samples_per_s": cpu_training("tiny", 32, max(3, repeats // 2)),
                       "chunk_ms": ms(chunk_latency("tiny", "cpu", repeats)),
                       "policy_ms": ms(policy_latency(repeats)), "inference_threads": torch.get_num_threads()}}
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
         result["gpu"] = {"device": torch.cuda.get_device_name(),
-                         **{name: {"train_samples_per_s": train_throughput(name, "cuda", 32, repeats),
-                                   "chunk_ms": ms(chunk_latency(name, "cuda", repeats))}
-                            for name in ("tiny", "lda-0.5b", "lda-1b", "lda-dit")}}
+                         "training": gpu_training("lda-1b", GPU_BATCH, repeats),
+                         "chunk_ms": {name: ms(chunk_latency(name, "cuda", repeats)) for name in PRESETS}}
     return result
 
 
@@ -145,8 +205,12 @@ def print_model_table(result: dict) -> None:
     if "gpu" not in result:
         print("GPU: none present (torch.cuda.is_available() is False); no GPU figures")
         return
-    gpu = result["gpu"]
-    print(f"GPU {gpu['device']} (bf16 autocast, batch 32):")
-    for name in ("tiny", "lda-0.5b", "lda-1b", "lda-dit"):
-        print(f"  {name:<9} training {gpu[name]['train_samples_per_s']:.0f} samples/s; "
-              f"action chunk {span(gpu[name]['chunk_ms'])}")
+    gpu, train = result["gpu"], result["gpu"]["training"]
+    mfu = f"{100 * train['mfu']:.1f}% MFU" if train["mfu"] else "MFU unknown (no peak listed for this GPU)"
+    print(f"GPU {gpu['device']}:")
+    print(f"  lda-1b training (bf16 autocast, compiled blocks, fused AdamW, batch {train['batch']}): "
+          f"step {train['step_ms']:.1f} ms median, {train['samples_per_s']:.0f} samples/s, "
+          f"{train['tflop_per_step']:.1f} TFLOP/step, {train['achieved_tflops']:.0f} TFLOP/s = {mfu} "
+          f"(target >= 40%), peak memory {train['peak_memory_gib']:.1f} GiB")
+    for name, times in gpu["chunk_ms"].items():
+        print(f"  {name:<9} action chunk {span(times)}")

@@ -215,6 +215,14 @@ class LDA(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def compile_blocks(self, **options) -> LDA:
+        """torch.compile each block: the blocks share their code and shapes, so one compiled graph serves
+        all of them (compiling in seconds, not minutes, where compiling the whole loss unrolls every block),
+        and it fuses the norms, modulations, gates and GELU between the matrix products."""
+        for block in self.blocks:
+            block.compile(**options)
+        return self
+
     # --- the network -------------------------------------------------------------------------------
 
     def forward(self, actions: torch.Tensor, future: torch.Tensor, obs: torch.Tensor, past_actions: torch.Tensor,
