@@ -51,6 +51,7 @@ class Waypoint:
     steps: int
     hand_first: bool = False      # close/open the hand before moving
     dwell: int = 4                # hold the final targets this many steps (let joints and fingers arrive)
+    side: str | None = None       # the hand that moves; None: the task's hand
 
 
 @register_policy("scripted", "expert from simulator state (in progress: solves most novel pick-and-place "
@@ -108,7 +109,8 @@ class ScriptedExpert:
         return out
 
     def _interpolate(self, wp: Waypoint) -> list[dict[str, np.ndarray]]:
-        side, ik = self._side, self._ik[self._side]
+        side = wp.side or self._side
+        ik = self._ik[side]
         first = self._commanded is None
         start = self._targets(None)
         qpos = self.env.scene.sim.data._data.qpos.copy()
@@ -282,7 +284,10 @@ class ScriptedExpert:
         ]
 
     def _close_door(self) -> list[Waypoint]:
-        """Sweep the back of the fist along the door's arc, from its outer face, until it is shut."""
+        """Sweep the other hand's fist along the door's arc, pushing its outer face, until it is shut.
+
+        An open door stands between the placing hand and its own outer face (a door opens towards the side
+        of the table that the fixture is not on), so the other hand, which is on that side, closes it."""
         env = self.env
         d = env.scene.sim.data._data
         f = env.scene.bodies["fixture"]
@@ -292,7 +297,8 @@ class ScriptedExpert:
             -min(p.pos[1] - p.half_extents()[1] for p in joint.parts)
         sign = joint.axis[2]                 # +1: hinge on the -y edge, the door runs towards +y when shut
         angle = float(d.qpos[f.joint_qpos_addr])
-        rot = self._rest_rot[self._side]
+        side = "left" if self._side == "right" else "right"
+        rot = self._rest_rot[side]
         height = hinge[2] + 0.12
         wps = []
         for k, a in enumerate(np.linspace(angle + 0.1, -0.08, 6)):
@@ -300,9 +306,10 @@ class ScriptedExpert:
             outward = np.array([-np.cos(a), -sign * np.sin(a), 0.0])   # the outer face's normal
             contact = hinge + 0.7 * width * along + outward * (0.06 if k == 0 else 0.03)
             palm = contact + np.array([0.0, 0.0, height - hinge[2]])
-            wps.append(Waypoint(palm, rot, FIST, 30 if k == 0 else 12, hand_first=k == 0))
-        return [Waypoint(wps[0].pos + np.array([-0.05, 0.0, 0.1]), rot, FIST, 20, hand_first=True)] + wps + [
-            Waypoint(wps[-1].pos + np.array([-0.15, 0.0, 0.05]), rot, OPEN, 20)]
+            wps.append(Waypoint(palm, rot, FIST, 30 if k == 0 else 12, hand_first=k == 0, side=side))
+        away = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), self._rest_rot[self._side], OPEN, 25)
+        return [away, Waypoint(wps[0].pos + np.array([-0.05, 0.0, 0.1]), rot, FIST, 20, hand_first=True, side=side)] + \
+            wps + [Waypoint(wps[-1].pos + np.array([-0.15, 0.0, 0.05]), rot, OPEN, 20, side=side)]
 
 
 def _rot_x(angle: float) -> np.ndarray:
