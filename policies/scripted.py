@@ -12,6 +12,7 @@ The expert needs the environment itself: the rollout hands it over through `bind
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mujoco
@@ -78,7 +79,7 @@ class ScriptedExpert:
         if self.env is None:
             raise RuntimeError("the scripted expert reads the simulator: call bind_env(env) before reset")
         self._queue: list[dict[str, np.ndarray]] = []
-        self._waypoints: list[Waypoint] | None = None
+        self._waypoints: list[Waypoint | Callable[[], list[Waypoint]]] | None = None
         self._commanded: dict[str, np.ndarray] | None = None
         self._side = self.env.spec_.hand
 
@@ -96,6 +97,8 @@ class ScriptedExpert:
         """The steps to the next waypoint, or holding still once the plan is done."""
         if self._waypoints is None:
             self._waypoints = self._plan()
+        if self._waypoints and callable(self._waypoints[0]):
+            self._waypoints[:1] = self._waypoints[0]()   # a plan step that needs the state of its moment
         if not self._waypoints:
             return [self._targets(None)]
         return self._interpolate(self._waypoints.pop(0))
@@ -147,9 +150,7 @@ class ScriptedExpert:
         obj = env.scene.bodies[f"obj_{env.sample.object}"]
         obj_rot = d.xmat[obj.body_id].reshape(3, 3)
         center = d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
-        half_z = float(_asset_half_extents(obj.asset, obj_rot)[2])
         grasp, rot, normal, tall = self._grasp_pose(self._side, obj.asset, center, obj_rot)
-        offset = grasp - center                    # palm relative to the object's centre while it is held
         # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
         ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
         if not tall:           # from above, thumb already across the palm, coming down just clear of the object
@@ -164,24 +165,37 @@ class ScriptedExpert:
             pick = [ready, Waypoint(above, rot, THUMB_UP, 30), Waypoint(beside, rot, THUMB_UP, 20),
                     Waypoint(grasp, rot, THUMB_UP, 20)]
         pick.append(Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10))
-        if env.spec_.fixture is None:
-            return pick + self._place_in_container(grasp, offset, half_z, rot)
-        if env.spec_.fixture == "drawer":
-            return pick + self._place_in_drawer(grasp, offset, half_z, rot) + self._close_drawer()
-        return pick + self._place_behind_door(grasp, offset, half_z, rot) + self._close_door()
+        return pick + [lambda: self._place(rot)]  # a step planned when it is reached
 
-    def _place_in_container(self, grasp, offset, half_z, rot) -> list[Waypoint]:
+    def _place(self, rot: np.ndarray) -> list[Waypoint]:
+        """Planned once the hand has closed, from where the object sits in it then: closing the fingers
+        pushes and tilts it a little, and the place is for the object, not for the palm."""
+        env = self.env
+        d = env.scene.sim.data._data
+        obj = env.scene.bodies[f"obj_{env.sample.object}"]
+        obj_rot = d.xmat[obj.body_id].reshape(3, 3)
+        center = d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
+        below = center[2] - float(np.min((obj_rot @ obj.asset.keypoints.T)[2] + d.xpos[obj.body_id][2]))
+        palm, _ = self._ik[self._side].palm_pose(d.qpos)
+        offset = palm - center                     # palm relative to the object's centre while it is held
+        if env.spec_.fixture is None:
+            return self._place_in_container(palm, offset, below, rot)
+        if env.spec_.fixture == "drawer":
+            return self._place_in_drawer(palm, offset, below, rot) + self._close_drawer()
+        return self._place_behind_door(palm, offset, below, rot) + self._close_door()
+
+    def _place_in_container(self, grasp, offset, below, rot) -> list[Waypoint]:
         env = self.env
         d = env.scene.sim.data._data
         target = env.scene.bodies["target"]
         tpos = d.xpos[target.body_id]
         region = target.asset.top_tier or target.asset.interior
         floor = tpos[2] + region.center[2] - region.half[2]
-        carry = max(tpos[2] + target.asset.top, floor) + half_z + 0.08
+        carry = max(tpos[2] + target.asset.top, floor) + below + 0.08
         lift = grasp + np.array([0.0, 0.0, 0.2])
         above = np.array([tpos[0], tpos[1], max(carry + offset[2], lift[2])]) + np.array([offset[0], offset[1], 0.0])
         place = above.copy()
-        place[2] = floor + half_z + 0.03 + offset[2]
+        place[2] = floor + below + 0.03 + offset[2]
         return [
             Waypoint(lift, rot, CLOSED, 25),
             Waypoint(above, rot, CLOSED, 35),
@@ -229,13 +243,13 @@ class ScriptedExpert:
         region = f.asset.interior
         return d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(region.center), np.asarray(region.half)
 
-    def _place_in_drawer(self, grasp, offset, half_z, rot) -> list[Waypoint]:
+    def _place_in_drawer(self, grasp, offset, below, rot) -> list[Waypoint]:
         inside, half = self._fixture_interior()
         floor = inside[2] - half[2]
         above = inside + offset
-        above[2] = inside[2] + half[2] + half_z + 0.08 + offset[2]
+        above[2] = inside[2] + half[2] + below + 0.08 + offset[2]
         place = inside + offset
-        place[2] = floor + half_z + 0.02 + offset[2]
+        place[2] = floor + below + 0.02 + offset[2]
         lift = grasp + np.array([0.0, 0.0, 0.15])
         lift[2] = max(lift[2], above[2])
         return [
@@ -264,12 +278,12 @@ class ScriptedExpert:
             Waypoint(end + np.array([-0.03, 0.0, 0.12]), rot, OPEN, 15),      # never hook the handle
         ]
 
-    def _place_behind_door(self, grasp, offset, half_z, rot) -> list[Waypoint]:
+    def _place_behind_door(self, grasp, offset, below, rot) -> list[Waypoint]:
         """Carry the object low through the front opening of a cabinet or microwave."""
         inside, half = self._fixture_interior()
         floor = inside[2] - half[2]
         place = inside + offset
-        place[2] = floor + half_z + 0.025 + offset[2]
+        place[2] = floor + below + 0.025 + offset[2]
         front_x = inside[0] - half[0]
         outside = place.copy()
         outside[0] = front_x - 0.12 + offset[0]
