@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,34 +111,43 @@ class DemoSettings:
     max_steps: int
 
 
-def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSettings) -> dict[str, Any]:
-    """Run the (possibly spoiled) expert for episode `index`, rendering every step, and write its files;
-    return its episodes.jsonl row."""
+def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSettings, policy=None) -> dict[str, Any]:
+    """Run the (possibly spoiled) expert (or `policy`) for episode `index`, rendering every step, and write
+    its files; return its episodes.jsonl row. An episode the policy or simulator breaks off is kept, as a
+    failure with its error."""
     from lda_bench.policy import make_policy
 
     seed = settings.seed_offset + index
     low = is_low_quality(seed, settings.low_quality_fraction)
-    policy = make_policy("scripted")
+    policy = policy or make_policy("scripted")
     if low:
         policy = SpoiledExpert(policy, np.random.default_rng([seed, 2]))
     policy.bind_env(env)
     obs, info = env.reset(seed=seed)
     policy.reset(env.spec_.name, info["instruction"])
-    states, actions, frames, success = [], [], [], False
-    while len(actions) < settings.max_steps and not success:
-        chunk = policy.get_action(obs)
-        for i in range(len(chunk[ARM_KEYS[0]])):
-            if len(actions) == settings.max_steps or success:
-                break
-            action = {f"action.{k}": chunk[f"action.{k}"][i:i + 1] for k in ACTION_KEYS}
-            states.append(np.concatenate([obs[f"state.{k}"] for k in ACTION_KEYS]))
-            actions.append(np.concatenate([action[f"action.{k}"][0] for k in ACTION_KEYS]))
-            frames.append(obs[VIDEO_KEY])
-            obs, _, success, _ = env.step_chunk(action)
+    states, actions, frames, success, error = [], [], [], False, None
+    try:
+        while len(actions) < settings.max_steps and not success:
+            chunk = policy.get_action(obs)
+            for i in range(len(chunk[ARM_KEYS[0]])):
+                if len(actions) == settings.max_steps or success:
+                    break
+                action = {f"action.{k}": chunk[f"action.{k}"][i:i + 1] for k in ACTION_KEYS}
+                state = np.concatenate([obs[f"state.{k}"] for k in ACTION_KEYS])
+                frame = obs[VIDEO_KEY]
+                obs, _, success, _ = env.step_chunk(action)
+                states.append(state)
+                actions.append(np.concatenate([action[f"action.{k}"][0] for k in ACTION_KEYS]))
+                frames.append(frame)
+    except Exception as exc:  # the expert or the simulator failed mid-episode: keep what was done, as a failure
+        error = f"{type(exc).__name__}: {exc}"
+        if not actions:
+            raise RuntimeError(f"{env.spec_.name}, seed {seed}: the episode failed before its first step: {error}") from exc
+        success = False
     quality = "high" if success and not low else "low"
     return writer.write_episode(index, np.stack(states), np.stack(actions), {"ego_view": np.stack(frames)},
                                 info["instruction"], seed=seed, success=bool(success), quality=quality,
-                                spoilers=sorted(policy.spoilers) if low else [])
+                                spoilers=sorted(policy.spoilers) if low else [], error=error)
 
 
 def _writer(root: Path, task: str) -> LeRobotWriter:
@@ -195,9 +205,11 @@ def _finished(root: Path) -> dict[int, dict[str, Any]]:
 
 
 def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_quality_fraction: float = 0.2,
-             seed_offset: int = 0, image_size: int = 224, max_steps: int = 720, progress: bool = True) -> list[Path]:
+             seed_offset: int = 0, image_size: int = 224, max_steps: int = 720, progress: bool = True,
+             on_episode: Callable[[str, dict[str, Any]], None] | None = None) -> list[Path]:
     """Record `episodes` demonstrations of `task` (a name, family or 'all') into `out/<GR00T folder>`,
-    continuing whatever an earlier run left; returns the dataset folders."""
+    continuing whatever an earlier run left; returns the dataset folders. `on_episode(task, row)` is
+    called as each episode is recorded."""
     from lda_bench.evaluate import _worker_environment
     from tasks.specs import resolve_tasks
 
@@ -218,6 +230,8 @@ def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_qu
                 with open(roots[name] / PROGRESS_FILE, "a") as progress_file:
                     progress_file.write(json.dumps(row) + "\n")
                 done[name][row["episode_index"]] = row
+                if on_episode:
+                    on_episode(name, row)
                 if progress:
                     print(f"{count}/{len(todo)} {name} episode {row['episode_index']}: "
                           f"{'success' if row['success'] else 'failure'}, {row['quality']}", flush=True)

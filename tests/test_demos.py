@@ -106,3 +106,41 @@ def test_show_writes_png_and_mp4(dataset_root, tmp_path):
     sheet = show(dataset_root, 1, tmp_path / "sheet.png")
     assert Image.open(sheet).size == (6 * 64, 2 * 64)
     assert show(dataset_root, 1, tmp_path / "episode.mp4").stat().st_size > 0
+
+
+class _BreaksAfter:
+    """The scripted expert, raising once it has produced `calls` chunks (a bug or IK failure mid-episode)."""
+
+    def __init__(self, calls: int):
+        from policies.scripted import ScriptedExpert
+
+        self.expert, self.calls = ScriptedExpert(), calls
+
+    def bind_env(self, env):
+        self.expert.bind_env(env)
+
+    def reset(self, task, instruction):
+        self.expert.reset(task, instruction)
+
+    def get_action(self, obs):
+        self.calls -= 1
+        if self.calls < 0:
+            raise FloatingPointError("IK diverged")
+        return self.expert.get_action(obs)
+
+
+def test_an_episode_broken_off_mid_way_is_kept_as_a_labelled_failure(tmp_path):
+    from lda_bench.demos import DemoSettings, _writer, record_episode
+    from tasks.env import GR1TabletopEnv
+
+    env = GR1TabletopEnv(TASK, image_size=64)
+    writer = _writer(tmp_path / "ds", TASK)
+    settings = DemoSettings(str(tmp_path), 1, 0.0, 0, 64, 60)
+    row = record_episode(env, writer, 0, settings, policy=_BreaksAfter(3))
+    env.close()
+    assert row["success"] is False and row["quality"] == "low" and row["length"] == 3 * 8
+    assert "FloatingPointError: IK diverged" in row["error"]
+    writer.episodes = [row]
+    writer.close()
+    validate(tmp_path / "ds")
+    assert len(LeRobotDataset.open(tmp_path / "ds").episode_actions(0)["left_arm"]) == 3 * 8
