@@ -3,8 +3,9 @@
 It reads object, source, target and fixture poses from the simulation (never writes them), plans palm
 waypoints, turns each into joint targets with inverse kinematics over the waist and one arm
 (`policies/ik.py`), and grasps with the Fourier hand's power grasp: palm beside the object in a
-"handshake" pose (fingers forward, thumb up), fingers closed around it. Then it transports, lowers,
-releases and retreats; for the fixture tasks it pushes the drawer or door shut with the back of the hand.
+"handshake" pose (fingers forward, thumb up), fingers closed around it. Once the hand has closed it plans
+the place from where the object sits in the hand, then transports, lowers, releases and retreats. It
+pushes a drawer shut with the fist; the other hand sweeps a cabinet or microwave door shut.
 Nothing is welded or teleported; the physics is the task suite's, the same for every policy.
 
 The expert needs the environment itself: the rollout hands it over through `bind_env(env)`.
@@ -55,8 +56,8 @@ class Waypoint:
     side: str | None = None       # the hand that moves; None: the task's hand
 
 
-@register_policy("scripted", "expert from simulator state (in progress: solves most novel pick-and-place "
-                             "episodes, few fixture ones yet): IK to palm poses, power grasp, place, close")
+@register_policy("scripted", "expert from simulator state (in progress: about half of all episodes; few "
+                             "with tall or thick objects): IK to palm poses, power grasp, place, close")
 class ScriptedExpert:
     def __init__(self, chunk: int = 8, speed: float = 1.0):
         self.chunk = chunk
