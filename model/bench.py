@@ -169,6 +169,18 @@ def policy_latency(repeats: int) -> dict[str, float]:
 GPU_BATCH = 48
 
 
+def gpu_training_that_fits(name: str, batch: int, repeats: int) -> dict[str, float]:
+    """`gpu_training` at `batch`, halving it while the GPU runs out of memory."""
+    while True:
+        try:
+            return gpu_training(name, batch, repeats)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if batch == 1:
+                raise
+            batch //= 2
+
+
 def bench_model(repeats: int = 10) -> dict:
     sizes = {}
     for name, config in PRESETS.items():
@@ -183,7 +195,7 @@ def bench_model(repeats: int = 10) -> dict:
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
         result["gpu"] = {"device": torch.cuda.get_device_name(),
-                         "training": gpu_training("lda-1b", GPU_BATCH, repeats),
+                         "training": gpu_training_that_fits("lda-1b", GPU_BATCH, repeats),
                          "chunk_ms": {name: ms(chunk_latency(name, "cuda", repeats)) for name in PRESETS}}
     return result
 
