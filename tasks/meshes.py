@@ -17,6 +17,12 @@ import numpy as np
 _OUT_DIR: str | None = None
 
 
+def _triangle_count(path: str) -> int:
+    """A binary STL's triangle count, from its 84-byte header."""
+    with open(path, "rb") as f:
+        return int(np.frombuffer(f.read(84), dtype="<u4", count=1, offset=80)[0])
+
+
 def read_stl(path: str) -> tuple[np.ndarray, np.ndarray]:
     """A binary STL as (unique vertices (n, 3), triangles (m, 3) indexing them)."""
     with open(path, "rb") as f:
@@ -58,12 +64,11 @@ def lighten_visual_meshes(model, max_faces: int = 2000) -> int:
         path = mesh.get("file", "")
         if mesh.get("name") in colliding or not path.lower().endswith(".stl"):
             continue
-        points, triangles = read_stl(path)
-        if len(triangles) <= max_faces:
+        if _triangle_count(path) <= max_faces:
             continue
         out = os.path.join(_OUT_DIR, f"{mesh.get('name')}_{max_faces}.stl")
-        if not os.path.exists(out):
-            light_points, light_triangles = fast_simplification.simplify(points, triangles, target_count=max_faces)
+        if not os.path.exists(out):  # decoded and decimated once per process; later builds reuse the copy
+            light_points, light_triangles = fast_simplification.simplify(*read_stl(path), target_count=max_faces)
             write_stl(out, light_points, light_triangles)
         mesh.set("file", out)
         replaced += 1
