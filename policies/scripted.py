@@ -147,10 +147,7 @@ class ScriptedExpert:
     def _plan(self) -> list[Waypoint]:
         """Pick the object, then place it (and close the fixture) as the task's family needs."""
         env = self.env
-        d = env.scene.sim.data._data
-        obj = env.scene.bodies[f"obj_{env.sample.object}"]
-        obj_rot = d.xmat[obj.body_id].reshape(3, 3)
-        center = d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
+        obj, obj_rot, center = self._object()
         grasp, rot, normal, tall = self._grasp_pose(self._side, obj.asset, center, obj_rot)
         # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
         ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
@@ -168,14 +165,19 @@ class ScriptedExpert:
         pick.append(Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10))
         return pick + [lambda: self._place(rot)]  # a step planned when it is reached
 
+    def _object(self):
+        """The task object's body, its rotation and the world centre of its bounding box, as they are now."""
+        d = self.env.scene.sim.data._data
+        obj = self.env.scene.bodies[f"obj_{self.env.sample.object}"]
+        obj_rot = d.xmat[obj.body_id].reshape(3, 3)
+        return obj, obj_rot, d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
+
     def _place(self, rot: np.ndarray) -> list[Waypoint]:
         """Planned once the hand has closed, from where the object sits in it then: closing the fingers
         pushes and tilts it a little, and the place is for the object, not for the palm."""
         env = self.env
         d = env.scene.sim.data._data
-        obj = env.scene.bodies[f"obj_{env.sample.object}"]
-        obj_rot = d.xmat[obj.body_id].reshape(3, 3)
-        center = d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
+        obj, obj_rot, center = self._object()
         below = center[2] - float(np.min((obj_rot @ obj.asset.keypoints.T)[2] + d.xpos[obj.body_id][2]))
         palm, _ = self._ik[self._side].palm_pose(d.qpos)
         offset = palm - center                     # palm relative to the object's centre while it is held
@@ -345,12 +347,6 @@ def _wrap_half_pi(angle: float) -> float:
 def _asset_center(asset) -> np.ndarray:
     k = asset.keypoints
     return (k.min(axis=0) + k.max(axis=0)) / 2
-
-
-def _asset_half_extents(asset, rot) -> np.ndarray:
-    k = asset.keypoints
-    half = (k.max(axis=0) - k.min(axis=0)) / 2
-    return np.abs(rot) @ half
 
 
 def _smooth(a: float) -> float:
