@@ -20,12 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lda_bench.lerobot import (
-    DEFAULT_DATA_PATH,
-    LeRobotDataset,
-    LeRobotWriter,
-    find_datasets,
-)
+from lda_bench.lerobot import LeRobotDataset, LeRobotWriter, find_datasets
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, VIDEO_KEY
 
 PROGRESS_FILE = "meta/episodes.jsonl"
@@ -196,8 +191,7 @@ def _finished(root: Path) -> dict[int, dict[str, Any]]:
         except json.JSONDecodeError:
             continue
         index = row["episode_index"]
-        dataset_files = [root / DEFAULT_DATA_PATH.format(episode_chunk=index // 1000, episode_index=index),
-                         writer.video_path(index, "ego_view")]
+        dataset_files = [writer.episode_path(index), *(writer.video_path(index, view) for view in writer.views)]
         if all(f.is_file() for f in dataset_files):
             done[index] = row
     path.write_text("".join(json.dumps(row) + "\n" for row in done.values()))

@@ -343,8 +343,7 @@ class LeRobotWriter:
 
         length = len(states)
         task = self.tasks.setdefault(instruction, len(self.tasks))
-        chunk = index // 1000
-        path = self.root / DEFAULT_DATA_PATH.format(episode_chunk=chunk, episode_index=index)
+        path = self.episode_path(index)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
         # `index` counts frames across the dataset; GR00T's loaders only need it unique, so episodes written
@@ -370,6 +369,9 @@ class LeRobotWriter:
             partial_video.replace(out)
         partial.replace(path)  # the parquet last: its presence means the episode's files are all there
         return {"episode_index": index, "tasks": [instruction], "length": length, **fields}
+
+    def episode_path(self, index: int) -> Path:
+        return self.root / DEFAULT_DATA_PATH.format(episode_chunk=index // 1000, episode_index=index)
 
     def video_path(self, index: int, view: str) -> Path:
         return self.root / DEFAULT_VIDEO_PATH.format(episode_chunk=index // 1000, episode_index=index,
@@ -406,8 +408,7 @@ class LeRobotWriter:
         episode_stats = []
         for e in self.episodes:
             index = e["episode_index"]
-            path = self.root / DEFAULT_DATA_PATH.format(episode_chunk=index // 1000, episode_index=index)
-            table = pd.read_parquet(path, columns=list(columns))
+            table = pd.read_parquet(self.episode_path(index), columns=list(columns))
             per_episode = {}
             for column, rows in columns.items():
                 rows.append(_as_matrix(table[column].to_numpy()))
