@@ -146,7 +146,7 @@ def success_rate_table(frame: pd.DataFrame) -> SuccessTable:
     tasks = known + sorted(set(per_task["task"]) - set(known))
     full = pd.MultiIndex.from_product([tasks, [c.name for c in columns]], names=["task", "column"])
     cells = per_task.set_index(["task", "column"])[["successes", "trials", "errors"]].reindex(full, fill_value=0)
-    cells["expected"] = [{c.name: c.trials for c in columns}[c] for c in cells.index.get_level_values("column")]
+    cells["expected"] = cells.index.get_level_values("column").map({c.name: c.trials for c in columns})
     cells["tasks"] = (cells["trials"] > 0).astype(int)
     cells["missing"] = (cells["trials"] > 0) & (cells["trials"] < cells["expected"])
     average = cells.groupby(level="column", sort=False).agg(
@@ -155,8 +155,9 @@ def success_rate_table(frame: pd.DataFrame) -> SuccessTable:
     average["expected"] *= average["tasks"]
     average.index = pd.MultiIndex.from_product([[AVERAGE], average.index], names=["task", "column"])
     cells = pd.concat([cells, average])
-    rate = cells["successes"] / cells["trials"].where(cells["trials"] > 0)
-    low, high = wilson_interval(cells["successes"], cells["trials"].where(cells["trials"] > 0))
+    trials_or_nan = cells["trials"].where(cells["trials"] > 0)
+    rate = cells["successes"] / trials_or_nan
+    low, high = wilson_interval(cells["successes"], trials_or_nan)
     cells["rate"], cells["low"], cells["high"] = 100.0 * rate, 100.0 * low, 100.0 * high
     return SuccessTable(columns=columns, cells=cells, tasks=tasks)
 
@@ -366,7 +367,8 @@ def plots(table: SuccessTable, comparison: PaperComparison | None = None) -> dic
     import matplotlib
 
     matplotlib.use("Agg")
-    return {"success per task": _task_bars(table, comparison), "average success": _average_bars(table, comparison)}
+    series = _bar_series(table, comparison)
+    return {"success per task": _task_bars(table.tasks, series), "average success": _average_bars(series)}
 
 
 def _bar_series(table: SuccessTable, comparison: PaperComparison | None) -> list[dict[str, Any]]:
@@ -395,11 +397,10 @@ def _bar_series(table: SuccessTable, comparison: PaperComparison | None) -> list
     return series
 
 
-def _task_bars(table: SuccessTable, comparison: PaperComparison | None) -> bytes:
+def _task_bars(tasks: list[str], series: list[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
-    series = _bar_series(table, comparison)
-    labels = [*table.tasks, AVERAGE]
+    labels = [*tasks, AVERAGE]
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(10, 1.6 + 0.12 * len(labels) * max(2, len(series))))
     y = np.arange(len(labels))
@@ -417,10 +418,9 @@ def _task_bars(table: SuccessTable, comparison: PaperComparison | None) -> bytes
     return _png(fig)
 
 
-def _average_bars(table: SuccessTable, comparison: PaperComparison | None) -> bytes:
+def _average_bars(series: list[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
-    series = _bar_series(table, comparison)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 0.8 * len(series)), 4.2))
     for i, s in enumerate(series):
         value = float(np.nan_to_num(s["values"][-1]))

@@ -240,11 +240,10 @@ def plan(sweep: Sweep, shard_size: int = DEFAULT_SHARD_SIZE) -> list[Shard]:
     sweep.out.mkdir(parents=True, exist_ok=True)
     held = {(job["folder"], job["task"], trial) for job in refresh_states(sweep.out, load_jobs(sweep.out))
             if not is_final(job["state"]) for trial in job["trials"]}
-    protocol = EvalProtocol(max_steps=sweep.max_steps, action_steps=sweep.action_steps, image_size=sweep.image_size)
     shards = []
     for policy in sweep.policies:
         store = RecordStore(sweep.out / policy.folder)
-        store.check(protocol, policy.name, policy.args)
+        store.check(sweep.settings(policy).protocol, policy.name, policy.args)  # what its jobs will claim
         recorded = store.recorded_keys()
         for task in sweep.tasks:
             missing = [t for t in range(sweep.trials) if record_key(policy.name, policy.args, task, t) not in recorded
