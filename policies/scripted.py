@@ -27,13 +27,15 @@ from tasks.sampling import TABLE_TOP_Z as TABLE_Z
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.2])        # fingers open, thumb rotated across the palm
 THUMB_UP = np.zeros(6)                                  # fingers straight, thumb pointing up out of the way
 CLOSED = np.array([1.5, 1.5, 1.5, 1.5, 1.0, 1.2])      # power grasp
+TALL_APPROACH = THUMB_UP
+LYING_APPROACH = OPEN
+ROLLED_APPROACH = OPEN
 FIST = np.array([1.6, 1.6, 1.6, 1.6, 1.2, 0.6])         # for pushing doors and drawers
-GRASP_FORWARD = 0.085       # object centre ahead of the palm site, along the fingers
+GRASP_FORWARD = 0.1         # object centre ahead of the palm site along the fingers: at the knuckles (9.7 cm)
 GRASP_SIDE_GAP = 0.012      # palm surface to object, beyond the object's half width
 GRASP_UP = 0.02             # the fingers' mid-height above the site
 PALM_CLEARANCE = 0.05       # the palm's lower edge is ~4.6 cm below the site
-FINGER_REACH = 0.118        # how far ahead of the site the straight fingers reach
-SHORT_CENTER = 0.055        # objects whose centre is lower than this are grasped with the palm rolled down
+SHORT = 0.08                # objects lower than this are grasped with the palm rolled towards the table
 SHORT_ROLL = 0.6
 TALL = 0.15                 # upright objects taller than this are approached from the side
 ELONGATED = 1.6             # long half-size over the others: lying produce (eggplant, sweet potato)
@@ -148,20 +150,21 @@ class ScriptedExpert:
         """Pick the object, then place it (and close the fixture) as the task's family needs."""
         env = self.env
         obj, obj_rot, center = self._object()
-        grasp, rot, normal, tall = self._grasp_pose(self._side, obj.asset, center, obj_rot)
+        grasp, rot, normal, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot)
         # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
         ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
-        if not tall:           # from above, thumb already across the palm, coming down just clear of the object
+        if kind != "side":     # from above, thumb already across the palm, coming down just clear of the object
             above = grasp + np.array([0.0, 0.0, 0.12]) - 0.02 * normal
             if env.spec_.fixture:
                 above[2] = max(above[2], CLEAR_Z)  # over an open drawer or door on the way
-            pick = [ready, Waypoint(above, rot, OPEN, 30), Waypoint(grasp, rot, OPEN, 20)]
+            hand = {"lying": LYING_APPROACH, "rolled": ROLLED_APPROACH}.get(kind, OPEN)
+            pick = [ready, Waypoint(above, rot, hand, 30), Waypoint(grasp, rot, hand, 20)]
         else:                  # from the side along the palm normal, thumb up until the palm touches
             beside = grasp - 0.08 * normal
             above = beside.copy()
             above[2] = max(beside[2] + 0.12, CLEAR_Z)
-            pick = [ready, Waypoint(above, rot, THUMB_UP, 30), Waypoint(beside, rot, THUMB_UP, 20),
-                    Waypoint(grasp, rot, THUMB_UP, 20)]
+            pick = [ready, Waypoint(above, rot, TALL_APPROACH, 30), Waypoint(beside, rot, TALL_APPROACH, 20),
+                    Waypoint(grasp, rot, TALL_APPROACH, 20)]
         pick.append(Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10))
         return pick + [lambda: self._place(rot)]  # a step planned when it is reached
 
@@ -218,24 +221,22 @@ class ScriptedExpert:
         """
         half_local = (asset.keypoints.max(axis=0) - asset.keypoints.min(axis=0)) / 2
         sign = -1.0 if side == "right" else 1.0      # rolling the palm normal towards the table
-        yaw, roll = 0.0, 0.0
-        if half_local[0] > ELONGATED * max(half_local[1], half_local[2]):
-            axis = obj_rot[:, 0]
+        yaw, roll, kind = 0.0, 0.0, "side" if 2 * half_local[2] > TALL else "upright"
+        long = int(np.argmax(half_local[:2]))                 # the longer horizontal axis
+        if half_local[long] > ELONGATED * max(half_local[1 - long], half_local[2]):
+            axis = obj_rot[:, long]
             yaw = _wrap_half_pi(np.arctan2(axis[1], axis[0]) + np.pi / 2)
-            roll = np.pi / 2
-        elif center[2] - TABLE_Z < SHORT_CENTER:
-            roll = SHORT_ROLL
+            roll, kind = np.pi / 2, "lying"
+        elif 2 * half_local[2] < SHORT:
+            roll, kind = SHORT_ROLL, "rolled"
         turn = _rot_z(yaw) @ _rot_x(sign * roll)
         rot = turn @ self._rest_rot[side]
         normal = turn @ np.array([0.0, -sign, 0.0])          # palm normal in the world
         along_normal = float(np.abs(obj_rot.T @ normal) @ half_local)
-        fingers = turn @ np.array([1.0, 0.0, 0.0])
-        along_fingers = float(np.abs(obj_rot.T @ fingers) @ half_local)
-        forward = min(GRASP_FORWARD, FINGER_REACH - along_fingers)
-        offset = turn @ np.array([forward, -sign * (along_normal + GRASP_SIDE_GAP), GRASP_UP])
+        offset = turn @ np.array([GRASP_FORWARD, -sign * (along_normal + GRASP_SIDE_GAP), GRASP_UP])
         grasp = center - offset
         grasp[2] = max(grasp[2], TABLE_Z + PALM_CLEARANCE)
-        return grasp, rot, normal, roll == 0.0 and 2 * half_local[2] > TALL
+        return grasp, rot, normal, kind
 
     def _fixture_interior(self) -> tuple[np.ndarray, np.ndarray]:
         """World centre and half sizes of the fixture's interior (the drawer's, for the drawer)."""
