@@ -27,9 +27,9 @@ from tasks.sampling import TABLE_TOP_Z as TABLE_Z
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.2])        # fingers open, thumb rotated across the palm
 THUMB_UP = np.zeros(6)                                  # fingers straight, thumb pointing up out of the way
 CLOSED = np.array([1.5, 1.5, 1.5, 1.5, 1.0, 1.2])      # power grasp
-TALL_APPROACH = THUMB_UP
-LYING_APPROACH = OPEN
-ROLLED_APPROACH = OPEN
+# The hand's shape while the palm approaches, per kind of grasp (`_grasp_pose`): the thumb across the palm
+# would strike an object it passes over (lying produce) or beside (tall objects), so it stays up there.
+APPROACH = {"side": THUMB_UP, "upright": OPEN, "rolled": OPEN, "lying": THUMB_UP}
 FIST = np.array([1.6, 1.6, 1.6, 1.6, 1.2, 0.6])         # for pushing doors and drawers
 GRASP_FORWARD = 0.1         # object centre ahead of the palm site along the fingers: at the knuckles (9.7 cm)
 GRASP_SIDE_GAP = 0.012      # palm surface to object, beyond the object's half width
@@ -58,8 +58,8 @@ class Waypoint:
     side: str | None = None       # the hand that moves; None: the task's hand
 
 
-@register_policy("scripted", "expert from simulator state (in progress: about half of all episodes; few "
-                             "with tall or thick objects): IK to palm poses, power grasp, place, close")
+@register_policy("scripted", "expert from simulator state (in progress, not yet 90% on every task): IK to palm "
+                             "poses, power grasp, place, close")
 class ScriptedExpert:
     def __init__(self, chunk: int = 8, speed: float = 1.0):
         self.chunk = chunk
@@ -153,18 +153,17 @@ class ScriptedExpert:
         grasp, rot, normal, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot)
         # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
         ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
-        if kind != "side":     # from above, thumb already across the palm, coming down just clear of the object
+        if kind != "side":     # from above, coming down just clear of the object
             above = grasp + np.array([0.0, 0.0, 0.12]) - 0.02 * normal
             if env.spec_.fixture:
                 above[2] = max(above[2], CLEAR_Z)  # over an open drawer or door on the way
-            hand = {"lying": LYING_APPROACH, "rolled": ROLLED_APPROACH}.get(kind, OPEN)
-            pick = [ready, Waypoint(above, rot, hand, 30), Waypoint(grasp, rot, hand, 20)]
-        else:                  # from the side along the palm normal, thumb up until the palm touches
+            pick = [ready, Waypoint(above, rot, APPROACH[kind], 30), Waypoint(grasp, rot, APPROACH[kind], 20)]
+        else:                  # from the side along the palm normal, until the palm touches
             beside = grasp - 0.08 * normal
             above = beside.copy()
             above[2] = max(beside[2] + 0.12, CLEAR_Z)
-            pick = [ready, Waypoint(above, rot, TALL_APPROACH, 30), Waypoint(beside, rot, TALL_APPROACH, 20),
-                    Waypoint(grasp, rot, TALL_APPROACH, 20)]
+            pick = [ready, Waypoint(above, rot, APPROACH[kind], 30), Waypoint(beside, rot, APPROACH[kind], 20),
+                    Waypoint(grasp, rot, APPROACH[kind], 20)]
         pick.append(Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10))
         return pick + [lambda: self._place(rot)]  # a step planned when it is reached
 
@@ -212,12 +211,12 @@ class ScriptedExpert:
         ]
 
     def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray):
-        """Palm site position and orientation for a power grasp, the palm normal, and whether the object is
-        tall enough to be approached from the side.
+        """Palm site position and orientation for a power grasp, the palm normal, and the kind of grasp.
 
-        Upright objects: the handshake pose, palm beside the object. Low objects: the palm rolled towards
-        the table so the fingers reach under them. Elongated objects lying down: the palm facing down with
-        the fingers across the long axis, so they close around it.
+        "side" and "upright": the handshake pose, palm beside the object, approached from the side (tall
+        objects) or from above. "rolled" (low objects): the palm rolled towards the table so the fingers reach
+        under them. "lying" (elongated produce lying down): the palm facing down with the fingers across the
+        long axis, so they close around it. The object's centre sits at the knuckles, so the fingers wrap it.
         """
         half_local = (asset.keypoints.max(axis=0) - asset.keypoints.min(axis=0)) / 2
         sign = -1.0 if side == "right" else 1.0      # rolling the palm normal towards the table
@@ -319,7 +318,7 @@ class ScriptedExpert:
         rot = self._rest_rot[side]
         height = hinge[2] + 0.12
         wps = []
-        for k, a in enumerate(np.linspace(angle + 0.1, -0.08, 6)):
+        for k, a in enumerate(np.linspace(angle + 0.1, -0.02, 6)):
             along = np.array([-np.sin(a), sign * np.cos(a), 0.0])      # hinge -> free edge
             outward = np.array([-np.cos(a), -sign * np.sin(a), 0.0])   # the outer face's normal
             contact = hinge + 0.7 * width * along + outward * (0.06 if k == 0 else 0.03)
