@@ -37,3 +37,25 @@ def test_expert_places_the_object_and_shuts_the_door(task_env, task, seed):
     expert.bind_env(env)
     assert _run(env, expert, seed, max_steps=720)
     assert env.conditions() == {"object_inside": True, "closed": True}
+
+
+@pytest.mark.parametrize("task, seed", [
+    ("PnP Cup To Drawer Close", 0),            # upright, grasped from above: the palm once landed on the rim
+    ("PnP Novel From Placemat To Bowl", 1),    # a croissant, long along its own y axis: lying produce
+    ("PnP Wine To Cabinet Close", 2),          # tall and heavy, from the side: it once slid out of the fingers
+])
+def test_expert_lifts_the_object(task_env, task, seed):
+    """Whatever the kind of grasp, the object comes off its support with the hand (pick, then carry)."""
+    env = task_env(task)
+    expert = make_policy("scripted")
+    expert.bind_env(env)
+    obs, _ = env.reset(seed=seed)
+    expert.reset(task, env.instruction)
+    data = env.scene.sim.data._data
+    body = env.scene.bodies[f"obj_{env.sample.object}"].body_id
+    start = data.xpos[body][2]
+    rise = 0.0
+    while env.elapsed_steps < 240:
+        obs, *_ = env.step_chunk(expert.get_action(obs), render=False)
+        rise = max(rise, data.xpos[body][2] - start)
+    assert rise > 0.06, f"the {env.sample.object} rose only {rise:.3f} m"
