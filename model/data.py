@@ -156,13 +156,15 @@ def encode_episodes(episodes: list[Episode], cache: FeatureCache, dino, vlm, vlm
     """Encode each episode not yet in the cache, once: DINO features of every frame, VLM tokens of every
     `vlm_stride`-th frame. With `vlm` None (the VLM trains, so its tokens are encoded live in each step),
     those frames themselves are cached, for the samples to carry."""
+    # named once: a random or finetuned encoder's id hashes all its weights
+    dino_id = dino.encoder_id
     vlm_id = vlm_cache_id(vlm.encoder_id, vlm_stride) if vlm is not None else vlm_frames_id(view, vlm_stride)
-    todo = [e for e in episodes if not (cache.has(e.dataset, dino.encoder_id, e.index)
+    todo = [e for e in episodes if not (cache.has(e.dataset, dino_id, e.index)
                                         and cache.has(e.dataset, vlm_id, e.index))]
     for n, episode in enumerate(todo):
         frames = episode.dataset.episode_frames(episode.index, view)
         with torch.no_grad():
-            cache.ensure(episode.dataset, dino.encoder_id, episode.index, lambda: {"features": np.concatenate(
+            cache.ensure(episode.dataset, dino_id, episode.index, lambda: {"features": np.concatenate(
                 [dino.encode(frames[i:i + batch]).cpu().numpy() for i in range(0, len(frames), batch)]
             ).astype(np.float16)})
             cache.ensure(episode.dataset, vlm_id, episode.index,

@@ -432,10 +432,11 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
         encode_episodes(episodes, cache, dino.to(ranks.device), None if cfg.unfreeze_vlm else vlm.to(ranks.device),
                         model_config.vlm_stride, log=echo)
     ranks.barrier()
+    dino_id = dino.encoder_id
     normalizer = (Normalizer.from_dict(resume["normalizer"]) if resume is not None else
-                  Normalizer.fit(train_episodes, visual_sample(train_episodes, cache, dino.encoder_id, seed=cfg.seed)))
+                  Normalizer.fit(train_episodes, visual_sample(train_episodes, cache, dino_id, seed=cfg.seed)))
     vlm_id = None if cfg.unfreeze_vlm else vlm.encoder_id
-    make = lambda eps: LDASamples(eps, model_config, cache, dino.encoder_id, vlm_id, normalizer)  # noqa: E731
+    make = lambda eps: LDASamples(eps, model_config, cache, dino_id, vlm_id, normalizer)  # noqa: E731
     train_samples, eval_samples = make(train_episodes), make(held_out)
 
     # model, optimizer, schedule

@@ -153,17 +153,18 @@ class ScriptedExpert:
         grasp, rot, normal, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot)
         # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
         ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
+        hand = APPROACH[kind]
         if kind != "side":     # from above, coming down just clear of the object
             above = grasp + np.array([0.0, 0.0, 0.12]) - 0.02 * normal
             if env.spec_.fixture:
                 above[2] = max(above[2], CLEAR_Z)  # over an open drawer or door on the way
-            pick = [ready, Waypoint(above, rot, APPROACH[kind], 30), Waypoint(grasp, rot, APPROACH[kind], 20)]
+            pick = [ready, Waypoint(above, rot, hand, 30), Waypoint(grasp, rot, hand, 20)]
         else:                  # from the side along the palm normal, until the palm touches
             beside = grasp - 0.08 * normal
             above = beside.copy()
             above[2] = max(beside[2] + 0.12, CLEAR_Z)
-            pick = [ready, Waypoint(above, rot, APPROACH[kind], 30), Waypoint(beside, rot, APPROACH[kind], 20),
-                    Waypoint(grasp, rot, APPROACH[kind], 20)]
+            pick = [ready, Waypoint(above, rot, hand, 30), Waypoint(beside, rot, hand, 20),
+                    Waypoint(grasp, rot, hand, 20)]
         pick.append(Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10))
         return pick + [lambda: self._place(rot)]  # a step planned when it is reached
 
@@ -189,7 +190,7 @@ class ScriptedExpert:
             return self._place_in_drawer(palm, offset, below, rot) + self._close_drawer()
         return self._place_behind_door(palm, offset, below, rot) + self._close_door()
 
-    def _place_in_container(self, grasp, offset, below, rot) -> list[Waypoint]:
+    def _place_in_container(self, palm, offset, below, rot) -> list[Waypoint]:
         env = self.env
         d = env.scene.sim.data._data
         target = env.scene.bodies["target"]
@@ -197,7 +198,7 @@ class ScriptedExpert:
         region = target.asset.top_tier or target.asset.interior
         floor = tpos[2] + region.center[2] - region.half[2]
         carry = max(tpos[2] + target.asset.top, floor) + below + 0.08
-        lift = grasp + np.array([0.0, 0.0, 0.2])
+        lift = palm + np.array([0.0, 0.0, 0.2])
         above = np.array([tpos[0], tpos[1], max(carry + offset[2], lift[2])]) + np.array([offset[0], offset[1], 0.0])
         place = above.copy()
         place[2] = floor + below + 0.03 + offset[2]
@@ -246,14 +247,14 @@ class ScriptedExpert:
         region = f.asset.interior
         return d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(region.center), np.asarray(region.half)
 
-    def _place_in_drawer(self, grasp, offset, below, rot) -> list[Waypoint]:
+    def _place_in_drawer(self, palm, offset, below, rot) -> list[Waypoint]:
         inside, half = self._fixture_interior()
         floor = inside[2] - half[2]
         above = inside + offset
         above[2] = inside[2] + half[2] + below + 0.08 + offset[2]
         place = inside + offset
         place[2] = floor + below + 0.02 + offset[2]
-        lift = grasp + np.array([0.0, 0.0, 0.15])
+        lift = palm + np.array([0.0, 0.0, 0.15])
         lift[2] = max(lift[2], above[2])
         return [
             Waypoint(lift, rot, CLOSED, 25),
@@ -281,7 +282,7 @@ class ScriptedExpert:
             Waypoint(end + np.array([-0.03, 0.0, 0.12]), rot, OPEN, 15),      # never hook the handle
         ]
 
-    def _place_behind_door(self, grasp, offset, below, rot) -> list[Waypoint]:
+    def _place_behind_door(self, palm, offset, below, rot) -> list[Waypoint]:
         """Carry the object low through the front opening of a cabinet or microwave."""
         inside, half = self._fixture_interior()
         floor = inside[2] - half[2]
@@ -290,7 +291,7 @@ class ScriptedExpert:
         front_x = inside[0] - half[0]
         outside = place.copy()
         outside[0] = front_x - 0.12 + offset[0]
-        lift = grasp.copy()
+        lift = palm.copy()
         lift[2] = place[2] + 0.01
         return [
             Waypoint(lift + np.array([0.0, 0.0, 0.02]), rot, CLOSED, 15),
