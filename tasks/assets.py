@@ -206,13 +206,15 @@ OBJECTS: dict[str, Asset] = {a.name: a for a in [
                    Part("box", (0.035, 0.025, 0.015), (0, 0, 0.185), WHITE, quat=_rot("x", 0.6))), 0.6),
     Asset("potato", (Part("ellipsoid", (0.045, 0.032, 0.028), (0, 0, 0.028), _rgba(0.62, 0.45, 0.27)),), 0.2),
     Asset("sweet_potato", (Part("ellipsoid", (0.07, 0.03, 0.028), (0, 0, 0.028), _rgba(0.55, 0.25, 0.22)),), 0.25),
-    Asset("bell_pepper", (Part("ellipsoid", (0.04, 0.04, 0.042), (0, 0, 0.042), _rgba(0.85, 0.1, 0.05)),
-                          Part("cylinder", (0.006, 0.01), (0, 0, 0.09), _rgba(0.2, 0.5, 0.15))), 0.17),
     Asset("lemon", (Part("ellipsoid", (0.042, 0.031, 0.031), (0, 0, 0.031), _rgba(0.98, 0.86, 0.1)),), 0.12),
     Asset("croissant", (Part("capsule", (0.026, 0.035), (0, 0, 0.026), _rgba(0.82, 0.55, 0.22), quat=_rot("x", math.pi / 2)),
                         Part("capsule", (0.018, 0.02), (0.02, 0.055, 0.018), _rgba(0.78, 0.5, 0.2), quat=_rot("x", math.pi / 2, then=_rot("z", 0.6))),
                         Part("capsule", (0.018, 0.02), (0.02, -0.055, 0.018), _rgba(0.78, 0.5, 0.2), quat=_rot("x", math.pi / 2, then=_rot("z", -0.6)))), 0.08),
     # Round produce gets a flat spot to stand on, as the real thing does: a ball would roll off its source.
+    # (A pepper standing on the tip of its ellipsoid is balanced on a point: it tips over and rolls away.)
+    Asset("bell_pepper", (Part("cylinder", (0.03, 0.006), (0, 0, 0.006), _rgba(0.85, 0.1, 0.05)),
+                          Part("ellipsoid", (0.04, 0.04, 0.042), (0, 0, 0.042), _rgba(0.85, 0.1, 0.05)),
+                          Part("cylinder", (0.006, 0.01), (0, 0, 0.09), _rgba(0.2, 0.5, 0.15))), 0.17),
     Asset("pear", (Part("cylinder", (0.026, 0.006), (0, 0, 0.006), _rgba(0.75, 0.8, 0.3)),
                    Part("sphere", (0.036,), (0, 0, 0.036), _rgba(0.75, 0.8, 0.3)),
                    Part("sphere", (0.024,), (0, 0, 0.076), _rgba(0.75, 0.8, 0.3)),

@@ -1,4 +1,4 @@
-"""Every one of the 24 tasks builds, passes gymnasium's checker, settles and steps (slow: ~2 minutes)."""
+"""Every one of the 24 tasks builds, passes gymnasium's checker, settles, stays still and steps (slow: ~2 minutes)."""
 
 import numpy as np
 import pytest
@@ -23,10 +23,15 @@ def test_task_builds_checks_settles_and_steps(task):
             if body.free:
                 assert np.linalg.norm(d.qvel[body.qvel_addr:body.qvel_addr + 3]) < 0.05, key
                 assert d.xmat[body.body_id][8] > 0.95, f"{key} starts tipped"
+        settled = {key: d.xpos[body.body_id].copy() for key, body in env.scene.bodies.items() if body.free}
         hold = {f"action.{k}": obs[f"state.{k}"] for k in ACTION_KEYS}
-        for _ in range(20):
+        for _ in range(40):
             obs, reward, terminated, truncated, info = env.step(hold)
         assert not info["success"]
+        for key, start in settled.items():   # nothing rolls or tips while the robot holds still
+            body = env.scene.bodies[key]
+            assert np.linalg.norm(d.xpos[body.body_id] - start) < 0.01, f"{key} moved on its own"
+            assert d.xmat[body.body_id][8] > 0.95, f"{key} tipped over on its own"
         if env.spec_.fixture:
             assert env.conditions() == {"object_inside": False, "closed": False}
         else:
