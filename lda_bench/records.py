@@ -64,6 +64,7 @@ class EpisodeRecord:
     instruction: str
     protocol: dict[str, Any]
     finished_at: float = field(default_factory=time.time)  # unix time: the earliest of duplicates wins
+    object: str | None = None        # the task object the scene drew (records of lda-bench <= 0.1.0 lack it)
 
     @property
     def key(self) -> RecordKey:
@@ -81,7 +82,7 @@ class EpisodeRecord:
         return cls(**data)
 
 
-_RECORD_FIELDS = frozenset(f.name for f in fields(EpisodeRecord))
+_RECORD_FIELDS = frozenset(f.name for f in fields(EpisodeRecord)) - {"object"}
 
 
 class ProtocolMismatchError(ValueError):

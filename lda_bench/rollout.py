@@ -69,7 +69,8 @@ def run_episode(env, policy: Policy, task_spec: TaskSpec, trial: int, seed: int,
                             image_size=height if height == width else [height, width])
     return EpisodeRecord(policy=policy_name, policy_args=dict(policy_args or {}), task=task_spec.name, trial=trial,
                          seed=seed, success=success, first_success_step=first_success_step, steps=steps,
-                         wall_time_s=wall_time_s, error=error, instruction=instruction, protocol=asdict(protocol))
+                         wall_time_s=wall_time_s, error=error, instruction=instruction, protocol=asdict(protocol),
+                         object=info["scene"]["object"])
 
 
 def _ask(call: Callable[[], T], timeout_s: float | None) -> tuple[T | None, str | None]:

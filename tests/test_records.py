@@ -18,7 +18,7 @@ def make_record(trial: int = 0, **changes) -> EpisodeRecord:
                            trial=trial, seed=trial, success=True, first_success_step=17, steps=17, wall_time_s=1.5,
                            error=None, instruction="pick up the can, place it into the drawer and close the drawer",
                            protocol={"max_steps": 720, "action_steps": 8, "image_size": 224, "suite": SUITE_VERSION},
-                           finished_at=1000.0 + trial)
+                           finished_at=1000.0 + trial, object="can")
     return replace(record, **changes)
 
 
@@ -33,9 +33,20 @@ def test_a_record_is_one_json_line_and_reads_back_equal(tmp_path):
     assert len(lines) == 1
     data = json.loads(lines[0])
     assert list(data) == ["policy", "policy_args", "task", "trial", "seed", "success", "first_success_step", "steps",
-                          "wall_time_s", "error", "instruction", "protocol", "finished_at"]
+                          "wall_time_s", "error", "instruction", "protocol", "finished_at", "object"]
     assert data["protocol"] == {"max_steps": 720, "action_steps": 8, "image_size": 224, "suite": SUITE_VERSION}
     assert RecordStore(tmp_path).read() == [record]
+
+
+def test_records_written_before_the_object_field_still_read(tmp_path):
+    store = RecordStore(tmp_path)
+    store.append(make_record())
+    store.close()
+    path = next((tmp_path / "records").glob("*.jsonl"))
+    data = json.loads(path.read_text())
+    del data["object"]
+    path.write_text(json.dumps(data) + "\n")
+    assert RecordStore(tmp_path).read() == [make_record(object=None)]
 
 
 def test_the_key_ignores_the_order_policy_args_were_given_in():

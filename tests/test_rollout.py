@@ -30,7 +30,8 @@ class ScriptedEnv:
 
     def reset(self, seed: int):
         self.elapsed_steps = 0
-        return make_observation(seed), {"instruction": INSTRUCTION, "seed": seed, "success": False}
+        return make_observation(seed), {"instruction": INSTRUCTION, "seed": seed, "success": False,
+                                        "scene": {"object": "can"}}
 
     def step_chunk(self, chunk, render=True):
         steps = len(next(iter(chunk.values())))
@@ -84,7 +85,7 @@ def test_a_hold_episode_on_the_real_task_is_recorded_in_full(task_env):
     record = run_episode(env, make_policy("hold"), SPEC, 2, 2, 8, 12, policy_name="hold", policy_args={})
     assert (record.policy, record.task, record.trial, record.seed) == ("hold", TASK, 2, 2)
     assert (record.success, record.first_success_step, record.steps, record.error) == (False, None, 12, None)
-    assert record.instruction == env.reset(seed=2)[1]["instruction"]
+    assert record.instruction == env.reset(seed=2)[1]["instruction"] and record.object == "can"
     assert record.protocol["max_steps"] == 12 and record.protocol["action_steps"] == 8
     assert record.protocol["image_size"] == 224 and record.wall_time_s > 0
 
