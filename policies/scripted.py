@@ -35,6 +35,7 @@ GRASP_FORWARD = 0.1         # object centre ahead of the palm site along the fin
 GRASP_SIDE_GAP = 0.012      # palm surface to object, beyond the object's half width
 GRASP_UP = 0.02             # the fingers' mid-height above the site
 PALM_CLEARANCE = 0.05       # the palm's lower edge is ~4.6 cm below the site
+SIDE_HOLD = 0.115           # side grasps take the object at least this high above its base (a squash by its neck)
 SHORT = 0.08                # objects lower than this are grasped with the palm rolled towards the table
 SHORT_ROLL = 0.6
 TALL = 0.15                 # upright objects taller than this are approached from the side
@@ -150,7 +151,7 @@ class ScriptedExpert:
         """Pick the object, then place it (and close the fixture) as the task's family needs."""
         env = self.env
         obj, obj_rot, center = self._object()
-        grasp, rot, normal, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot)
+        grasp, rot, normal, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot, self._support_top())
         # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
         ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
         hand = APPROACH[kind]
@@ -173,7 +174,14 @@ class ScriptedExpert:
         d = self.env.scene.sim.data._data
         obj = self.env.scene.bodies[f"obj_{self.env.sample.object}"]
         obj_rot = d.xmat[obj.body_id].reshape(3, 3)
-        return obj, obj_rot, d.xpos[obj.body_id] + obj_rot @ _asset_center(obj.asset)
+        return obj, obj_rot, d.xpos[obj.body_id] + obj_rot @ obj.asset.center
+
+    def _support_top(self) -> float:
+        """The height of what the object stands on: its source's top (a plate's rim) or the table."""
+        source = self.env.scene.bodies.get("source")
+        if source is None:
+            return TABLE_Z
+        return float(self.env.scene.sim.data._data.xpos[source.body_id][2] + source.asset.top)
 
     def _place(self, rot: np.ndarray) -> list[Waypoint]:
         """Planned once the hand has closed, from where the object sits in it then: closing the fingers
@@ -211,7 +219,7 @@ class ScriptedExpert:
             Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 30),
         ]
 
-    def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray):
+    def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray, support: float):
         """Palm site position and orientation for a power grasp, the palm normal, and the kind of grasp.
 
         "side" and "upright": the handshake pose, palm beside the object, approached from the side (tall
@@ -235,7 +243,11 @@ class ScriptedExpert:
         along_normal = float(np.abs(obj_rot.T @ normal) @ half_local)
         offset = turn @ np.array([GRASP_FORWARD, -sign * (along_normal + GRASP_SIDE_GAP), GRASP_UP])
         grasp = center - offset
-        grasp[2] = max(grasp[2], TABLE_Z + PALM_CLEARANCE)
+        # An upright palm's lower edge must clear the source's rim; a rolled palm reaches down into the source.
+        floor = support if kind in ("side", "upright") else TABLE_Z
+        grasp[2] = max(grasp[2], floor + PALM_CLEARANCE)
+        if kind == "side":
+            grasp[2] = max(grasp[2], center[2] - half_local[2] + SIDE_HOLD)
         return grasp, rot, normal, kind
 
     def _fixture_interior(self) -> tuple[np.ndarray, np.ndarray]:
@@ -343,11 +355,6 @@ def _rot_z(angle: float) -> np.ndarray:
 def _wrap_half_pi(angle: float) -> float:
     """The same line direction, as an angle in [-pi/2, pi/2)."""
     return (angle + np.pi / 2) % np.pi - np.pi / 2
-
-
-def _asset_center(asset) -> np.ndarray:
-    k = asset.keypoints
-    return (k.min(axis=0) + k.max(axis=0)) / 2
 
 
 def _smooth(a: float) -> float:

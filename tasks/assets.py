@@ -135,6 +135,12 @@ class Asset:
                    for p in self.parts)
 
     @property
+    def center(self) -> np.ndarray:
+        """The centre of the asset's bounding box, in its frame (the origin is at the asset's base)."""
+        k = self.keypoints
+        return (k.min(axis=0) + k.max(axis=0)) / 2
+
+    @property
     def keypoints(self) -> np.ndarray:
         """The 8 corners of the asset's bounding box, in its frame (used for the tier checks)."""
         lo = np.min([np.asarray(p.pos) - p.half_extents() for p in self.parts], axis=0)

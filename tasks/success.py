@@ -3,7 +3,8 @@
 Each check is a pure function of a small measured state, so tests can build the states on both sides of
 every condition; `measure_*` read that state off a `TabletopScene`.
 
-- drawer / cabinet / microwave: the object's position is inside the fixture's interior and the door or
+- drawer / cabinet / microwave: the object's position (its centre, as upstream's object origin is; ours is at
+  the object's base) is inside the fixture's interior and the door or
   drawer is closed: its state (0 closed .. 1 open; hinge 0..pi/2, drawer 0..full travel) <= 0.005.
 - novel pick-and-place: (a) both hands more than 0.25 m from the container and from the object, (b) the
   object in the receptacle: for a tiered basket or shelf at least 2 of its keypoints in the highest tier,
@@ -91,8 +92,17 @@ def measure_fixture(scene, obj_key: str) -> FixtureState:
     d = scene.sim.data._data
     fixture = scene.bodies["fixture"]
     frame = fixture.moving_body_id if fixture.asset.interior_on_joint else fixture.body_id
-    local = _to_local(d, frame, d.xpos[scene.bodies[obj_key].body_id])
+    local = _to_local(d, frame, object_centre(scene, obj_key))
     return FixtureState(object_inside=bool(fixture.asset.interior.contains(local)[0]), door_state=door_state(scene))
+
+
+def object_centre(scene, key: str) -> np.ndarray:
+    """The world centre of an object's bounding box: what upstream's object position is (its assets are
+    centred on their origin; ours stand on theirs, so an object on a fixture's floor has its origin on the
+    interior's lower face)."""
+    d = scene.sim.data._data
+    body = scene.bodies[key]
+    return d.xpos[body.body_id] + d.xmat[body.body_id].reshape(3, 3) @ body.asset.center
 
 
 def hand_distances(scene, obj_key: str) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -100,7 +110,7 @@ def hand_distances(scene, obj_key: str) -> tuple[tuple[float, float], tuple[floa
     d = scene.sim.data._data
     hands = d.site_xpos[scene.hand_site_ids]
     to_container = np.linalg.norm(hands - d.xpos[scene.bodies["target"].body_id], axis=1)
-    to_object = np.linalg.norm(hands - d.xpos[scene.bodies[obj_key].body_id], axis=1)
+    to_object = np.linalg.norm(hands - object_centre(scene, obj_key), axis=1)
     return tuple(map(float, to_container)), tuple(map(float, to_object))
 
 
@@ -112,7 +122,7 @@ def may_succeed(scene, obj_key: str) -> bool:
         return door_state(scene) <= CLOSED_THRESHOLD
     d = scene.sim.data._data
     target = scene.bodies["target"]
-    offset = d.xpos[scene.bodies[obj_key].body_id][:2] - d.xpos[target.body_id][:2]
+    offset = object_centre(scene, obj_key)[:2] - d.xpos[target.body_id][:2]
     if float(offset @ offset) >= target.asset.horizontal_radius ** 2:
         return False
     to_container, to_object = hand_distances(scene, obj_key)
@@ -122,13 +132,13 @@ def may_succeed(scene, obj_key: str) -> bool:
 def measure_novel(scene, obj_key: str, distractor_keys: list[str]) -> NovelState:
     d = scene.sim.data._data
     obj, target = scene.bodies[obj_key], scene.bodies["target"]
-    obj_pos, target_pos = d.xpos[obj.body_id], d.xpos[target.body_id]
+    obj_pos, target_pos = object_centre(scene, obj_key), d.xpos[target.body_id]
     to_container, to_object = hand_distances(scene, obj_key)
     keypoints = None
     if target.asset.top_tier is not None:
-        world = obj_pos + obj.asset.keypoints @ d.xmat[obj.body_id].reshape(3, 3).T
+        world = d.xpos[obj.body_id] + obj.asset.keypoints @ d.xmat[obj.body_id].reshape(3, 3).T
         keypoints = int(target.asset.top_tier.contains(_to_local(d, target.body_id, world)).sum())
-    distractor_inside = any(
+    distractor_inside = any(   # by its base: a tall distractor standing in a shallow bowl is in it
         target.asset.interior.contains(_to_local(d, target.body_id, d.xpos[scene.bodies[k].body_id]))[0]
         for k in distractor_keys)
     return NovelState(
