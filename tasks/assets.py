@@ -316,6 +316,9 @@ def _drawer_chest():
     return Asset("drawer", tuple(body), interior=interior, joint=joint, interior_on_joint=True, kind="fixture")
 
 
+DOOR_GAP = 0.002
+
+
 def _hinged_fixture(name, hx, hy, height, rgba, door_rgba, hinge_side, panel=0.0):
     """A cabinet or microwave: a box open to the robot, closed by one door hinged on `hinge_side` (+1: -y edge)."""
     t = 0.015
@@ -325,7 +328,10 @@ def _hinged_fixture(name, hx, hy, height, rgba, door_rgba, hinge_side, panel=0.0
     width = 2 * hy - panel
     hinge_y = -hinge_side * hy
     axis, door = _door(width, height - 2 * t, 0.018, door_rgba, _rgba(0.15, 0.15, 0.15), hinge_side)
-    joint = Joint("hinge", (-hx, hinge_y, t), axis, math.pi / 2, door, damping=0.5, frictionloss=0.05)
+    # The shut door stands 2 mm proud of the walls' front edges; its stop is the hinge's range. Touching them
+    # face to face, the nearly coplanar boxes made MuJoCo's box-box test report a 3 cm overlap as the door
+    # shut, which flung it open again.
+    joint = Joint("hinge", (-hx - DOOR_GAP, hinge_y, t), axis, math.pi / 2, door, damping=0.5, frictionloss=0.05)
     inner_y0 = -hy + t if hinge_side > 0 else -hy + t + panel
     inner_y1 = hy - t - (panel if hinge_side > 0 else 0.0)
     interior = Region((0.0, (inner_y0 + inner_y1) / 2, height / 2), (hx - t, (inner_y1 - inner_y0) / 2, height / 2 - t))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tasks import success
-from tasks.success import FixtureState, NovelState, fixture_conditions, is_success, novel_conditions
+from tasks.success import FixtureState, NovelState, door_state, fixture_conditions, is_success, novel_conditions
 
 GOOD = NovelState(hand_to_container=(0.4, 0.5), hand_to_object=(0.45, 0.55), object_touches_container=True,
                   object_xy_offset=0.02, container_radius=0.1, keypoints_in_top_tier=None,
@@ -174,3 +174,24 @@ def test_hands_far_or_near_the_container(task_env):
     assert min(success.measure_novel(scene, obj, []).hand_to_container) > 0.25
     _place(scene, "target", hand + np.array([0.0, 0.0, -0.1]))  # right under the right hand
     assert not env.conditions()["hands_away"]
+
+
+@pytest.mark.parametrize("task", ["PnP Wine To Cabinet Close", "PnP Milk To Microwave Close"])
+def test_a_door_pushed_shut_stays_shut(task_env, task):
+    """A door pushed shut stops at the closed position: it is not flung open off the fixture's walls."""
+    env = task_env(task)
+    env.reset(seed=0)
+    scene = env.scene
+    m, d = scene.sim.model._model, scene.sim.data._data
+    dof = m.jnt_dofadr[m.body_jntadr[scene.bodies["fixture"].moving_body_id]]
+    _set_door(scene, 0.2)
+    widest = 0.0
+    for torque in (0.5, 1.0, 2.0):                      # N m, as a hand pushes it
+        d.qfrc_applied[dof] = -torque
+        for _ in range(20):
+            _settle(env, 1)
+            widest = max(widest, door_state(scene))
+        d.qfrc_applied[dof] = 0.0
+        _settle(env, 5)
+        assert door_state(scene) <= 0.005, f"pushed with {torque} N m the door ends {door_state(scene):.3f} open"
+    assert widest <= 0.2, f"a door pushed shut sprang back to {widest:.2f} of fully open"
