@@ -97,7 +97,7 @@ class GR1TabletopEnv(gym.Env):
         self.scene.apply(self.sample)
         self.instruction = self.spec_.instruction(self.sample.object)
         self.elapsed_steps = 0
-        info = {"success": self._success(), "seed": scene_seed, "scene": self.sample.summary(),
+        info = {"success": self._success(), "seed": scene_seed, "scene": {**self.sample.summary(), "arm_offset_scale": self.scene.arm_offset_scale},
                 "instruction": self.instruction}
         return self._observation(), info
 

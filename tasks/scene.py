@@ -25,9 +25,11 @@ from tasks.meshes import lighten_visual_meshes
 from tasks.robot import ROBOT_NAME, controller_config
 from tasks.sampling import DISTRACTORS, FIXTURE_POSE, TABLE_TOP_Z, SceneSample
 from tasks.specs import TaskSpec
+from tasks.success import touching
 
 TABLE_SIZE = (0.7, 1.3, 0.05)
 PARK_ORIGIN = np.array([0.0, 0.0, -5.0])      # unused instances wait here, under the floor, out of view
+ARM_OFFSET_SCALES = (1.0, 0.5, 0.25, 0.0)      # the arm perturbation, shrunk until the arms start clear
 SETTLE_STEPS = 4                               # control steps after placing, before the first observation
 EGOVIEW = "robot0_egoview"
 HAND_SITES = ("gripper0_right_grip_site", "gripper0_left_grip_site")   # where success measures the hands
@@ -109,6 +111,8 @@ class TabletopScene(ManipulationEnv):
                 jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{key}_joint")
                 b.joint_qpos_addr = m.jnt_qposadr[jid]
                 b.moving_body_id = m.jnt_bodyid[jid]
+        robot_root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.robots[0].robot_model.root_body)
+        self.robot_geom_mask = np.isin(m.geom_bodyid, [i for i in range(m.nbody) if _is_descendant(m, i, robot_root)])
         self.table_geom_mask = np.zeros(m.ngeom, dtype=bool)
         self.table_geom_mask[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")] = True
         self.hand_site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name) for name in HAND_SITES]
@@ -165,12 +169,19 @@ class TabletopScene(ManipulationEnv):
             f = self.bodies["fixture"]
             d.qpos[f.joint_qpos_addr] = sample.fixture_open * f.asset.joint.open_value
         robot = self.robots[0]
-        qpos = robot.init_qpos + np.concatenate([np.zeros(3), sample.arm_offset])
-        d.qpos[robot._ref_joint_pos_indexes] = qpos
-        d.qvel[robot._ref_joint_vel_indexes] = 0.0
-        for arm in robot.arms:
-            d.qpos[robot._ref_gripper_joint_pos_indexes[arm]] = 0.0
-        mujoco.mj_forward(m, d)
+        placed = np.any([self.bodies[key].geom_mask for key in in_play], axis=0)
+        # A perturbed arm must not start inside what stands on the table (a hand resting in a tall bottle's
+        # neck knocks it over as the scene settles): the perturbation is halved until the arms are clear.
+        for scale in ARM_OFFSET_SCALES:
+            qpos = robot.init_qpos + np.concatenate([np.zeros(3), scale * sample.arm_offset])
+            d.qpos[robot._ref_joint_pos_indexes] = qpos
+            d.qvel[robot._ref_joint_vel_indexes] = 0.0
+            for arm in robot.arms:
+                d.qpos[robot._ref_gripper_joint_pos_indexes[arm]] = 0.0
+            mujoco.mj_forward(m, d)
+            if not touching(d, self.robot_geom_mask, placed):
+                break
+        self.arm_offset_scale = scale
         hold = self.hold_action()
         robot.composite_controller.reset()
         for _ in range(SETTLE_STEPS):

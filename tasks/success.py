@@ -74,7 +74,7 @@ def _to_local(d, body_id: int, points: np.ndarray) -> np.ndarray:
     return (np.atleast_2d(points) - d.xpos[body_id]) @ d.xmat[body_id].reshape(3, 3)
 
 
-def _touching(d, mask_a: np.ndarray, mask_b: np.ndarray) -> bool:
+def touching(d, mask_a: np.ndarray, mask_b: np.ndarray) -> bool:
     """Whether any contact joins a geom of `mask_a` to one of `mask_b` (boolean masks over all geoms)."""
     if d.ncon == 0:
         return False
@@ -144,11 +144,11 @@ def measure_novel(scene, obj_key: str, distractor_keys: list[str]) -> NovelState
     return NovelState(
         hand_to_container=to_container,
         hand_to_object=to_object,
-        object_touches_container=_touching(d, obj.geom_mask, target.geom_mask),
+        object_touches_container=touching(d, obj.geom_mask, target.geom_mask),
         object_xy_offset=float(np.linalg.norm(obj_pos[:2] - target_pos[:2])),
         container_radius=target.asset.horizontal_radius,
         keypoints_in_top_tier=keypoints,
-        object_touches_table=_touching(d, obj.geom_mask, scene.table_geom_mask),
+        object_touches_table=touching(d, obj.geom_mask, scene.table_geom_mask),
         container_up_cos=float(d.xmat[target.body_id][8]),
         distractor_inside=bool(distractor_inside),
     )

@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 import tasks
 from conftest import FAMILY_TASKS
 from tasks.layout import ACTION_DIMS, ACTION_KEYS
+from tasks.success import touching
 
 STATE_KEYS = [f"state.{k}" for k in ACTION_KEYS]
 
@@ -104,6 +105,22 @@ def test_scene_is_settled_before_the_first_observation(task_env):
                 up = d.xmat[body.body_id][8]
                 assert up > 0.95, f"{key} starts tipped (up-axis cosine {up:.2f}, seed {seed})"
         assert env.conditions()["container_upright"]
+
+
+def test_the_perturbed_arms_never_start_in_the_object(task_env):
+    """The wine stands 30 cm tall, up to where the resting left hand hangs: over all 51 standard trials it
+    starts upright and untouched, the arm perturbation shrunk where the arm would start inside it."""
+    env = task_env("PnP Wine To Cabinet Close")
+    scene = env.scene
+    d = scene.sim.data._data
+    scales = []
+    for seed in range(51):
+        _, info = env.reset(seed=seed)
+        wine = scene.bodies["obj_wine"]
+        assert d.xmat[wine.body_id][8] > 0.99, f"the wine starts tipped (seed {seed})"
+        assert not touching(d, scene.robot_geom_mask, wine.geom_mask), f"the robot starts touching the wine (seed {seed})"
+        scales.append(info["scene"]["arm_offset_scale"])
+    assert scales.count(1.0) > 30, "most trials keep the full arm perturbation"
 
 
 def test_unseeded_resets_differ_but_follow_the_env_seed(task_env):
