@@ -97,8 +97,8 @@ class GR1TabletopEnv(gym.Env):
         self.scene.apply(self.sample)
         self.instruction = self.spec_.instruction(self.sample.object)
         self.elapsed_steps = 0
-        info = {"success": self._success(), "seed": scene_seed, "scene": {**self.sample.summary(), "arm_offset_scale": self.scene.arm_offset_scale},
-                "instruction": self.instruction}
+        scene = {**self.sample.summary(), "arm_offset_scale": self.scene.arm_offset_scale}
+        info = {"success": self._success(), "seed": scene_seed, "scene": scene, "instruction": self.instruction}
         return self._observation(), info
 
     def step(self, action: dict):
