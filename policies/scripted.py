@@ -200,6 +200,7 @@ class ScriptedExpert:
 
     def _place_in_container(self, palm, offset, below, rot) -> list[Waypoint]:
         env = self.env
+        other = "left" if self._side == "right" else "right"
         d = env.scene.sim.data._data
         target = env.scene.bodies["target"]
         tpos = d.xpos[target.body_id]
@@ -217,6 +218,10 @@ class ScriptedExpert:
             Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
             Waypoint(place + np.array([-0.02, -0.08, 0.12]), rot, OPEN, 15),
             Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 30),
+            # Success wants both hands 25 cm from the container and the object: the idle hand rests about that
+            # close to an object on a top tier, so it moves out to its side.
+            Waypoint(HOME[other] + np.array([-0.05, 0.1 if other == "left" else -0.1, -0.05]), self._rest_rot[other],
+                     OPEN, 20, side=other),
         ]
 
     def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray, support: float):

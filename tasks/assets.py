@@ -268,7 +268,9 @@ def _tiered(name, rgba, mass, upper_walls):
     upper = [Part("box", (0.13, 0.095, 0.005), (0, 0, top_z + 0.005), rgba)]
     if upper_walls:
         upper += _walls(0.13, 0.095, 0.05, 0.008, rgba, z0=top_z)
-    region = Region((0, 0, top_z + 0.01 + 0.06), (0.125, 0.09, 0.06))
+    # From inside the upper board (an object resting on it has its lowest keypoints on the board's surface)
+    # to 20 cm above it: the top is open, and a squash stands 17 cm tall.
+    region = Region((0, 0, top_z + 0.1), (0.125, 0.09, 0.1))
     return Asset(name, tuple(lower + posts + upper), mass, interior=region, top_tier=region, kind="container")
 
 

@@ -140,6 +140,23 @@ def test_novel_success_on_the_scene(task_env, task):
     assert not env.conditions()["container_upright"]
 
 
+@pytest.mark.parametrize("task, seed", [("PnP Novel From Placemat To Tieredshelf", 9),   # a squash, 17 cm tall
+                                        ("PnP Novel From Tray To Tieredbasket", 0)])     # a bell pepper
+def test_an_object_standing_on_the_top_tier_is_in_it(task_env, task, seed):
+    """Its lowest keypoints rest on the tier's surface and a tall one stands out above the open top: in."""
+    env = task_env(task)
+    env.reset(seed=seed)
+    scene = env.scene
+    d = scene.sim.data._data
+    obj = f"obj_{env.sample.object}"
+    target = scene.bodies["target"]
+    surface = max(p.pos[2] + p.half_extents()[2] for p in target.asset.parts if p.kind == "box" and p.pos[2] > 0.1
+                  and p.half_extents()[2] < 0.01)              # the upper tier's board
+    _place(scene, obj, d.xpos[target.body_id] + np.array([0, 0, surface + 0.002 - scene.bodies[obj].asset.bottom]))
+    _settle(env, 15)
+    assert env.conditions()["in_receptacle"]
+
+
 def test_object_on_the_table_touches_it(task_env):
     env = task_env("PnP Novel From Plate To Bowl")
     env.reset(seed=5)
