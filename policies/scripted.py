@@ -216,7 +216,8 @@ class ScriptedExpert:
             Waypoint(above, rot, CLOSED, 35),
             Waypoint(place, rot, CLOSED, 20),
             Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
-            Waypoint(place + np.array([-0.02, -0.08, 0.12]), rot, OPEN, 15),
+            # Straight up out of the container: pulled sideways, the open thumb hooked its rim and tipped it over.
+            Waypoint(place + np.array([0.0, 0.0, 0.15]), rot, OPEN, 15),
             Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 30),
             # Success wants both hands 25 cm from the container and the object: the idle hand rests about that
             # close to an object on a top tier, so it moves out to its side.
