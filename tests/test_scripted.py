@@ -24,6 +24,17 @@ def test_expert_puts_the_object_in_the_bowl(task_env, seed):
     assert env.conditions()["hands_away"]
 
 
+@pytest.mark.parametrize("task, seed", [
+    ("PnP Novel From Placemat To Tieredshelf", 9),   # a squash, 17 cm: by its neck, onto the open top tier
+    ("PnP Novel From Tray To Pot", 0),               # a croissant: the open hand leaves the pot standing
+])
+def test_expert_places_on_a_top_tier_and_in_a_pot(task_env, task, seed):
+    env = task_env(task)
+    expert = make_policy("scripted")
+    expert.bind_env(env)
+    assert _run(env, expert, seed, max_steps=720), env.conditions()
+
+
 def test_expert_needs_the_environment():
     with pytest.raises(RuntimeError, match="bind_env"):
         make_policy("scripted").reset("PnP Novel From Plate To Bowl", "pick ...")
