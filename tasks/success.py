@@ -3,9 +3,9 @@
 Each check is a pure function of a small measured state, so tests can build the states on both sides of
 every condition; `measure_*` read that state off a `TabletopScene`.
 
-- drawer / cabinet / microwave: the object's position (its centre, as upstream's object origin is; ours is at
-  the object's base) is inside the fixture's interior and the door or
-  drawer is closed: its state (0 closed .. 1 open; hinge 0..pi/2, drawer 0..full travel) <= 0.005.
+- drawer / cabinet / microwave: the object's position (its centre, where upstream's objects have their
+  origin; ours have it at their base) is inside the fixture's interior and the door or drawer is closed:
+  its state (0 closed .. 1 open; hinge 0..pi/2, drawer 0..full travel) <= 0.005.
 - novel pick-and-place: (a) both hands more than 0.25 m from the container and from the object, (b) the
   object in the receptacle: for a tiered basket or shelf at least 2 of its keypoints in the highest tier,
   otherwise touching the container with its xy distance to the container's centre under 0.7 x the
@@ -98,8 +98,8 @@ def measure_fixture(scene, obj_key: str) -> FixtureState:
 
 def object_centre(scene, key: str) -> np.ndarray:
     """The world centre of an object's bounding box: what upstream's object position is (its assets are
-    centred on their origin; ours stand on theirs, so an object on a fixture's floor has its origin on the
-    interior's lower face)."""
+    centred on their origin; ours have it at their base, which for an object on a fixture's floor lies on
+    the interior's lower face)."""
     d = scene.sim.data._data
     body = scene.bodies[key]
     return d.xpos[body.body_id] + d.xmat[body.body_id].reshape(3, 3) @ body.asset.center
