@@ -23,6 +23,7 @@ from lda_bench.policy import register_policy
 from policies.ik import HandIK
 from tasks.layout import ACTION_KEYS, ROBOSUITE_SLICES
 from tasks.sampling import TABLE_TOP_Z as TABLE_Z
+from tasks.success import interior_frame
 
 OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.2])        # fingers open, thumb rotated across the palm
 THUMB_UP = np.zeros(6)                                  # fingers straight, thumb pointing up out of the way
@@ -260,9 +261,8 @@ class ScriptedExpert:
         """World centre and half sizes of the fixture's interior (the drawer's, for the drawer)."""
         env = self.env
         d = env.scene.sim.data._data
-        f = env.scene.bodies["fixture"]
-        frame = f.moving_body_id if f.asset.interior_on_joint else f.body_id
-        region = f.asset.interior
+        frame = interior_frame(env.scene)
+        region = env.scene.bodies["fixture"].asset.interior
         return d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(region.center), np.asarray(region.half)
 
     def _place_in_drawer(self, palm, offset, below, rot) -> list[Waypoint]:

@@ -88,12 +88,17 @@ def door_state(scene) -> float:
     return float(np.clip(value, 0.0, 1.0))
 
 
+def interior_frame(scene) -> int:
+    """The body whose frame the fixture's interior is given in: the drawer's, or the fixture's own."""
+    fixture = scene.bodies["fixture"]
+    return fixture.moving_body_id if fixture.asset.interior_on_joint else fixture.body_id
+
+
 def measure_fixture(scene, obj_key: str) -> FixtureState:
     d = scene.sim.data._data
-    fixture = scene.bodies["fixture"]
-    frame = fixture.moving_body_id if fixture.asset.interior_on_joint else fixture.body_id
-    local = _to_local(d, frame, object_centre(scene, obj_key))
-    return FixtureState(object_inside=bool(fixture.asset.interior.contains(local)[0]), door_state=door_state(scene))
+    local = _to_local(d, interior_frame(scene), object_centre(scene, obj_key))
+    interior = scene.bodies["fixture"].asset.interior
+    return FixtureState(object_inside=bool(interior.contains(local)[0]), door_state=door_state(scene))
 
 
 def object_centre(scene, key: str) -> np.ndarray:

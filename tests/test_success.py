@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tasks import success
-from tasks.success import FixtureState, NovelState, door_state, fixture_conditions, is_success, novel_conditions
+from tasks.success import (FixtureState, NovelState, door_state, fixture_conditions, interior_frame, is_success,
+                           novel_conditions)
 
 GOOD = NovelState(hand_to_container=(0.4, 0.5), hand_to_object=(0.45, 0.55), object_touches_container=True,
                   object_xy_offset=0.02, container_radius=0.1, keypoints_in_top_tier=None,
@@ -83,7 +84,7 @@ def test_fixture_success_on_the_scene(task_env, task):
     assert env.conditions() == {"object_inside": False, "closed": False}
     fixture = scene.bodies["fixture"]
     _set_door(scene, 0.0)
-    frame = fixture.moving_body_id if fixture.asset.interior_on_joint else fixture.body_id
+    frame = interior_frame(scene)
     d = scene.sim.data._data
     centre = d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(fixture.asset.interior.center)
     _place(scene, obj, centre)
@@ -105,7 +106,7 @@ def test_an_object_standing_on_the_fixture_floor_is_inside(task_env, task):
     scene = env.scene
     fixture = scene.bodies["fixture"]
     _set_door(scene, 0.0)
-    frame = fixture.moving_body_id if fixture.asset.interior_on_joint else fixture.body_id
+    frame = interior_frame(scene)
     d = scene.sim.data._data
     region = fixture.asset.interior
     floor = d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ (np.asarray(region.center) - [0, 0, region.half[2]])
