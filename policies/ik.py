@@ -28,6 +28,11 @@ class HandIK:
         self.dofs = model.jnt_dofadr[joints]
         self.low, self.high = model.jnt_range[joints, 0], model.jnt_range[joints, 1]
         self.site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, PALM_SITE[side])
+        # The hand: every colliding geom from the wrist's first joint outwards.
+        wrist = model.jnt_bodyid[joints[len(WAIST_JOINTS) + 4]]    # wrist_yaw
+        bodies = [b for b in range(model.nbody) if _in_subtree(model, b, wrist)]
+        self.hand_geoms = np.flatnonzero(np.isin(model.geom_bodyid, bodies)
+                                         & ((model.geom_contype | model.geom_conaffinity) > 0))
         self.weights = np.array([waist_weight] * 3 + [1.0] * 7)
         self.damping = damping
         self._jacp, self._jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
@@ -36,6 +41,14 @@ class HandIK:
         self.data.qpos[:] = qpos
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
+
+    def hand_corners(self, data: mujoco.MjData) -> np.ndarray:
+        """World corners of the hand geoms' bounding boxes in `data` (8 per geom), for clearance checks."""
+        m, g = self.model, self.hand_geoms
+        signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=float)
+        local = m.geom_aabb[g, None, :3] + signs[None] * m.geom_aabb[g, None, 3:]          # (geoms, 8, 3)
+        rot = data.geom_xmat[g].reshape(-1, 3, 3)
+        return (np.einsum("gij,gkj->gki", rot, local) + data.geom_xpos[g, None]).reshape(-1, 3)
 
     def solve(self, qpos: np.ndarray, pos: np.ndarray, rot: np.ndarray | None, iterations: int = 40,
               rot_weight: float = 0.3) -> tuple[np.ndarray, float]:
@@ -71,3 +84,9 @@ def _rotation_error(current: np.ndarray, target: np.ndarray) -> np.ndarray:
     axis_angle = np.zeros(3)
     mujoco.mju_quat2Vel(axis_angle, quat, 1.0)
     return axis_angle
+
+
+def _in_subtree(model: mujoco.MjModel, body: int, root: int) -> bool:
+    while body > 0 and body != root:
+        body = model.body_parentid[body]
+    return body == root

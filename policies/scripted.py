@@ -41,6 +41,7 @@ SHORT = 0.08                # objects lower than this are grasped with the palm 
 SHORT_ROLL = 0.6
 TALL = 0.15                 # upright objects taller than this are approached from the side
 ELONGATED = 1.6             # long half-size over the others: lying produce (eggplant, sweet potato)
+RIM_MARGIN = 0.01           # the hand's clearance over a container's rim, and inside its opening
 MAX_PALM_STEP = 0.008      # metres per control step: faster moves knock objects over
 CLEAR_Z = 1.1              # palm height that clears open fixtures when moving across the table
 FIST_REACH = 0.1            # the curled fingers' front ahead of the palm site
@@ -211,7 +212,7 @@ class ScriptedExpert:
         lift = palm + np.array([0.0, 0.0, 0.2])
         above = np.array([tpos[0], tpos[1], max(carry + offset[2], lift[2])]) + np.array([offset[0], offset[1], 0.0])
         place = above.copy()
-        place[2] = floor + below + 0.03 + offset[2]
+        place[2] = max(floor + below + 0.03 + offset[2], self._rim_clearing_height(place, palm, target))
         return [
             Waypoint(lift, rot, CLOSED, 25),
             Waypoint(above, rot, CLOSED, 35),
@@ -225,6 +226,23 @@ class ScriptedExpert:
             Waypoint(HOME[other] + np.array([-0.05, 0.1 if other == "left" else -0.1, -0.05]), self._rest_rot[other],
                      OPEN, 20, side=other),
         ]
+
+    def _rim_clearing_height(self, place: np.ndarray, palm: np.ndarray, target) -> float:
+        """The lowest palm height at `place` at which no part of the hand, as it holds the object now, is below
+        the container's rim outside its opening. A hand wider than a deep pot's opening lowered onto its rim
+        and tipped it (a cupcake held in the rolled palm): the object then drops the rest of the way."""
+        d = self.env.scene.sim.data._data
+        corners = self._ik[self._side].hand_corners(d) - palm + place
+        tpos, trot = d.xpos[target.body_id], d.xmat[target.body_id].reshape(3, 3)
+        region = target.asset.top_tier or target.asset.interior
+        local = (corners - tpos) @ trot - np.asarray(region.center)
+        # The opening: the ellipse inside the region's footprint, less a margin (round containers are round).
+        half = np.asarray(region.half[:2]) - RIM_MARGIN
+        outside = np.sum((local[:, :2] / half) ** 2, axis=1) > 1.0
+        if not outside.any():
+            return -np.inf
+        rim = tpos[2] + target.asset.top + RIM_MARGIN
+        return place[2] + rim - corners[outside, 2].min()
 
     def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray, support: float):
         """Palm site position and orientation for a power grasp, the palm normal, and the kind of grasp.

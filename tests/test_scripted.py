@@ -27,7 +27,8 @@ def test_expert_puts_the_object_in_the_bowl(task_env, seed):
 @pytest.mark.parametrize("task, seed", [
     ("PnP Novel From Placemat To Tieredshelf", 9),   # a squash, 17 cm: by its neck, onto the open top tier
     ("PnP Novel From Tray To Pot", 0),               # a croissant: the open hand leaves the pot standing
-])
+    ("PnP Novel From Tray To Pot", 14),              # a cupcake in the rolled palm, wider than the pot's opening:
+])                                                   # lowered onto the rim, the hand tipped the pot
 def test_expert_places_on_a_top_tier_and_in_a_pot(task_env, task, seed):
     env = task_env(task)
     expert = make_policy("scripted")
