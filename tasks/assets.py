@@ -252,8 +252,9 @@ CONTAINERS: dict[str, Asset] = {
     "basket": _open_box("basket", 0.12, 0.095, 0.09, 0.008, 0.01, _rgba(0.66, 0.48, 0.26), 0.4),
     "cardboard_box": _open_box("cardboard_box", 0.13, 0.1, 0.12, 0.006, 0.006, _rgba(0.72, 0.56, 0.36), 0.45),
     "bowl": _round_container("bowl", 0.085, 0.055, 0.008, _rgba(0.85, 0.82, 0.7), 0.35, flare=0.35),
+    # The handle runs out from the rim along +y, away from where the sources stand.
     "pan": _round_container("pan", 0.12, 0.03, 0.006, _rgba(0.18, 0.18, 0.2), 0.9, n=16,
-                            extra=(Part("box", (0.07, 0.012, 0.006), (0.0, -0.19, 0.03), _rgba(0.1, 0.1, 0.1)),)),
+                            extra=(Part("box", (0.012, 0.07, 0.006), (0.0, 0.19, 0.03), _rgba(0.1, 0.1, 0.1)),)),
     "pot": _round_container("pot", 0.1, 0.11, 0.008, STEEL, 1.2, n=16,
                             extra=(Part("box", (0.015, 0.03, 0.006), (0.115, 0, 0.1), STEEL),
                                    Part("box", (0.015, 0.03, 0.006), (-0.115, 0, 0.1), STEEL))),

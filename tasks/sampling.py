@@ -90,28 +90,98 @@ def sample_scene(spec: TaskSpec, seed: int) -> SceneSample:
     seed = validate_seed(seed)
     rng = scene_rng(spec.name, seed)
     obj = spec.objects[int(rng.integers(len(spec.objects)))]
+    obj_asset = assets.OBJECTS[obj].scaled(spec.object_scale)
     arm_offset = rng.uniform(-ARM_PERTURBATION, ARM_PERTURBATION, size=14)
+    taken = []                                    # footprints of what stands on the table so far
     if spec.family == "novel":
+        source, target = assets.CONTAINERS[spec.source], assets.CONTAINERS[spec.target]
         sx, sy = _uniform(rng, SOURCE_REGION)
         tx, ty = _uniform(rng, TARGET_REGION)
         source_pose = (sx, sy, TABLE_TOP_Z, float(rng.uniform(-0.15, 0.15)))
-        target_pose = (tx, ty, TABLE_TOP_Z, float(rng.uniform(-0.15, 0.15)))
-        source = assets.CONTAINERS[spec.source]
+        taken.append(footprint(source, source_pose))
+        target_pose = _clear_pose(target, taken, (tx, ty, TABLE_TOP_Z, float(rng.uniform(-0.15, 0.15))), lambda: (
+            *_uniform(rng, TARGET_REGION), TABLE_TOP_Z, float(rng.uniform(-0.15, 0.15))))
+        taken.append(footprint(target, target_pose))
         jx, jy = rng.uniform(-0.02, 0.02, size=2)
         object_pose = (sx + jx, sy + jy, TABLE_TOP_Z + source.top, float(rng.uniform(-np.pi, np.pi)))
         fixture_open = 0.0
     else:
         source_pose = target_pose = None
+        taken.append(footprint(assets.FIXTURES[spec.fixture], (*FIXTURE_POSE[spec.fixture], TABLE_TOP_Z, 0.0)))
         ox, oy = _uniform(rng, OBJECT_REGION[spec.family])
         object_pose = (ox, oy, TABLE_TOP_Z, float(rng.uniform(-np.pi, np.pi)))
         fixture_open = float(rng.uniform(*DOOR_OPEN_RANGE))
+    taken.append(footprint(obj_asset, object_pose))
     slots = DISTRACTOR_SLOTS[spec.family]
     kinds = [k for k in DISTRACTORS if k != obj]
     count = int(rng.integers(1, min(4, len(slots)) + 1))
     chosen = rng.choice(len(kinds), size=count, replace=False)
     slot_ids = rng.choice(len(slots), size=count, replace=False)
-    distractors = tuple(
-        (kinds[k], (float(rng.uniform(*DISTRACTOR_X)), slots[s] + float(rng.uniform(-0.03, 0.03)), TABLE_TOP_Z,
-                    float(rng.uniform(-np.pi, np.pi))))
-        for k, s in zip(chosen, slot_ids))
-    return SceneSample(seed, obj, object_pose, source_pose, target_pose, distractors, fixture_open, arm_offset)
+    distractors = []
+    for k, s in zip(chosen, slot_ids):
+        kind = assets.OBJECTS[kinds[k]]
+
+        def draw(y=slots[s]):
+            return float(rng.uniform(*DISTRACTOR_X)), y + float(rng.uniform(-0.03, 0.03)), TABLE_TOP_Z, \
+                float(rng.uniform(-np.pi, np.pi))
+        pose = _clear_pose(kind, taken, draw(), draw, required=False)
+        if pose is not None:                      # no room in its slot: the scene has one distractor fewer
+            taken.append(footprint(kind, pose))
+            distractors.append((kinds[k], pose))
+    return SceneSample(seed, obj, object_pose, source_pose, target_pose, tuple(distractors), fixture_open, arm_offset)
+
+
+# ---------------------------------------------------------------- nothing starts inside anything else
+
+FOOTPRINT_MARGIN = 0.01     # the least gap between two things on the table
+PLACEMENT_TRIES = 50
+
+
+def _clear_pose(asset, taken, pose: Pose, draw, required=True) -> Pose | None:
+    """`pose`, or if that overlaps something in `taken`, the first pose from `draw()` that keeps clear.
+
+    Redrawing only on an overlap leaves every scene without one as a single draw makes it. Overlapping, an
+    eggplant lying into the microwave's wall, or a pan's handle under the plate beside it, were flung
+    across the table as the scene settled."""
+    for _ in range(PLACEMENT_TRIES):
+        if not any(footprints_overlap(footprint(asset, pose), other) for other in taken):
+            return pose
+        pose = draw()
+    if required:
+        raise RuntimeError(f"no room for {asset.name} clear of the rest of the scene in {PLACEMENT_TRIES} draws")
+    return None
+
+
+def footprint(asset, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+    """Where each colliding part of `asset` at `pose` is: its outline on the table (parts, 4 corners, xy)
+    and its height range (parts, 2), as `TabletopScene.apply` places it."""
+    x, y, z, yaw = pose
+    c, s = np.cos(yaw), np.sin(yaw)
+    rotation = np.array([[c, -s], [s, c]])
+    signs = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)
+    parts = [p for p in asset.parts if p.collide]
+    centers = np.array([p.pos for p in parts])
+    halves = np.array([p.half_extents() for p in parts])
+    outline = (centers[:, None, :2] + signs[None] * halves[:, None, :2]) @ rotation.T + np.array([x, y])
+    heights = z - asset.bottom + centers[:, 2:] + np.array([-1.0, 1.0]) * halves[:, 2:]
+    return outline, heights
+
+
+def footprints_overlap(a, b, margin: float = FOOTPRINT_MARGIN) -> bool:
+    """Whether a part of `a` comes within `margin` of a part of `b` on the table, at heights they share."""
+    for outline_a, (lo_a, hi_a) in zip(*a):
+        for outline_b, (lo_b, hi_b) in zip(*b):
+            if lo_a < hi_b and lo_b < hi_a and _outlines_overlap(outline_a, outline_b, margin):
+                return True
+    return False
+
+
+def _outlines_overlap(ra: np.ndarray, rb: np.ndarray, margin: float) -> bool:
+    """Separating axis test of two rectangles given by their corners."""
+    for rect in (ra, rb):
+        for edge in (rect[1] - rect[0], rect[3] - rect[0]):
+            axis = edge / np.linalg.norm(edge)
+            pa, pb = ra @ axis, rb @ axis
+            if pa.max() + margin <= pb.min() or pb.max() + margin <= pa.min():
+                return False
+    return True
