@@ -44,6 +44,7 @@ ELONGATED = 1.6             # long half-size over the others: lying produce (egg
 RIM_MARGIN = 0.01           # the hand's clearance over a container's rim, and inside its opening
 MAX_PALM_STEP = 0.008      # metres per control step: faster moves knock objects over
 CLEAR_Z = 1.1              # palm height that clears open fixtures when moving across the table
+TIP_FRACTION = 0.9          # an object tilted this share of the way to falling over is stood up before release
 FIST_REACH = 0.1            # the curled fingers' front ahead of the palm site
 HOME = {"right": np.array([-0.28, -0.35, 1.12]), "left": np.array([-0.28, 0.35, 1.12])}
 
@@ -319,23 +320,61 @@ class ScriptedExpert:
         ]
 
     def _place_behind_door(self, palm, offset, below, rot) -> list[Waypoint]:
-        """Carry the object low through the front opening of a cabinet or microwave."""
+        """Carry the object low through the front opening of a cabinet or microwave, and stand it up inside."""
         inside, half = self._fixture_interior()
         floor = inside[2] - half[2]
+        front = inside[0] - half[0]
         place = inside + offset
         place[2] = floor + below + 0.025 + offset[2]
-        front_x = inside[0] - half[0]
         outside = place.copy()
-        outside[0] = front_x - 0.12 + offset[0]
+        outside[0] = front - 0.12 + offset[0]
         lift = palm.copy()
         lift[2] = place[2] + 0.01
         return [
             Waypoint(lift + np.array([0.0, 0.0, 0.02]), rot, CLOSED, 15),
             Waypoint(outside, rot, CLOSED, 25),
+            lambda: self._stand_up_inside(inside, floor, outside[0] - offset[0]),
+        ]
+
+    def _stand_up_inside(self, inside: np.ndarray, floor: float, outside_x: float) -> list[Waypoint]:
+        """Planned outside the opening, from how the object hangs in the hand then: a tall bottle swings in the
+        fingers while it is carried (a wine bottle by 20 degrees or more), and let go tilted it fell over in
+        the doorway. Turning the hand by the object's tilt stands it upright before it goes in."""
+        d = self.env.scene.sim.data._data
+        obj, obj_rot, center = self._object()
+        palm, palm_rot = self._ik[self._side].palm_pose(d.qpos)
+        goal = np.array([inside[0], inside[1], floor + 0.025 + obj.asset.center[2] - obj.asset.bottom])
+        upright = _rotation_onto_z(obj_rot[:, 2])
+        tilt = np.arccos(np.clip(obj_rot[2, 2], -1.0, 1.0))
+        # Turned only where it would fall over, and where the turned hand is reached without the robot
+        # touching the fixture (reaching deep, the leaning torso struck the open door and lifted the hand).
+        if tilt < TIP_FRACTION * _tipping_angle(obj.asset) or self._robot_touches_fixture(
+                goal + upright @ (palm - center), upright @ palm_rot):
+            upright = np.eye(3)
+        place = goal + upright @ (palm - center)
+        rot = upright @ palm_rot
+        # Turned, the wrist hangs lower: it must clear the fixture's floor (the object then drops a little).
+        corners = place + (self._ik[self._side].hand_corners(d) - palm) @ upright.T
+        place[2] += max(0.0, floor + RIM_MARGIN - corners[:, 2].min())
+        outside = place.copy()
+        outside[0] += outside_x - inside[0]
+        return [
+            Waypoint(outside, rot, CLOSED, 20),
             Waypoint(place, rot, CLOSED, 25),
             Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
             Waypoint(outside + np.array([-0.05, 0.0, 0.0]), rot, OPEN, 25),
         ]
+
+    def _robot_touches_fixture(self, pos: np.ndarray, rot: np.ndarray) -> bool:
+        """Whether the arm's joints that put the palm at (pos, rot), from those commanded now, have the robot
+        touching the fixture."""
+        scene, ik = self.env.scene, self._ik[self._side]
+        qpos = scene.sim.data._data.qpos.copy()
+        action_qpos = scene.control.action_qpos
+        for part in ("waist", f"{self._side}_arm"):
+            qpos[action_qpos[ROBOSUITE_SLICES[part]]] = self._commanded[part]
+        q, _ = ik.solve(qpos, pos, rot, iterations=100)
+        return ik.touches(qpos, q, scene.robot_geom_mask, scene.bodies["fixture"].geom_mask)
 
     def _close_door(self) -> list[Waypoint]:
         """Sweep the other hand's fist along the door's arc, pushing its outer face, until it is shut.
@@ -379,6 +418,28 @@ def _rot_z(angle: float) -> np.ndarray:
 def _wrap_half_pi(angle: float) -> float:
     """The same line direction, as an angle in [-pi/2, pi/2)."""
     return (angle + np.pi / 2) % np.pi - np.pi / 2
+
+
+def _rotation_onto_z(axis: np.ndarray) -> np.ndarray:
+    """The rotation about a horizontal axis that turns the unit vector `axis` onto +z."""
+    v = np.cross(axis, [0.0, 0.0, 1.0])
+    s = np.linalg.norm(v)
+    if s < 1e-9:
+        return np.eye(3)
+    k = v / s
+    angle = np.arctan2(s, axis[2])
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+
+
+def _tipping_angle(asset) -> float:
+    """The tilt beyond which the object, let go standing on its base, falls over: its centre of mass then
+    passes beyond the base's edge."""
+    parts = [p for p in asset.parts if p.collide]
+    volumes = np.array([p.volume() for p in parts])
+    com = volumes @ np.array([p.pos[2] for p in parts]) / volumes.sum() - asset.bottom
+    half_width = float(np.min(asset.keypoints.max(axis=0)[:2] - asset.keypoints.min(axis=0)[:2])) / 2
+    return float(np.arctan2(half_width, com))
 
 
 def _smooth(a: float) -> float:
