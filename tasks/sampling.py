@@ -3,6 +3,7 @@
 `sample_scene(spec, seed)` uses its own `numpy.random.Generator` seeded from (task name, seed) through
 a stable digest (never Python's per-process `hash()`), so trial i of a task gets the same scene in any
 process, order or worker count. Positions are in the world frame on the table top (z = table height).
+Nothing starts inside anything else: a target or distractor that would is drawn again (`_clear_pose`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ TABLE_TOP_Z = 0.8
 DISTRACTORS = ("tomato", "bell_pepper", "eggplant", "squash", "lemon", "sweet_potato")
 ARM_PERTURBATION = 0.2          # rad, uniform on every arm joint, as the 24dc tasks do
 DOOR_OPEN_RANGE = (0.9, 1.0)    # fraction of fully open at the start
+FOOTPRINT_MARGIN = 0.01         # the least gap between two things on the table at a shared height
+PLACEMENT_TRIES = 50            # draws for a target or distractor clear of what is already placed
 
 # Fixed fixture positions (x, y) on the table: the drawer chest and cabinet on the robot's left (left-hand
 # tasks), the microwave on its right (right-hand tasks). Openings face the robot (-x).
@@ -132,9 +135,6 @@ def sample_scene(spec: TaskSpec, seed: int) -> SceneSample:
 
 
 # ---------------------------------------------------------------- nothing starts inside anything else
-
-FOOTPRINT_MARGIN = 0.01     # the least gap between two things on the table
-PLACEMENT_TRIES = 50
 
 
 def _clear_pose(asset, taken, pose: Pose, draw, required=True) -> Pose | None:
