@@ -10,8 +10,6 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from tasks.success import touching
-
 WAIST_JOINTS = ("robot0_torso_waist_yaw", "robot0_torso_waist_pitch", "robot0_torso_waist_roll")
 ARM_JOINTS = {side: tuple(f"robot0_{side[0]}_{j}" for j in ("shoulder_pitch", "shoulder_roll", "shoulder_yaw",
                                                               "elbow_pitch", "wrist_yaw", "wrist_roll", "wrist_pitch"))
@@ -51,16 +49,6 @@ class HandIK:
         local = m.geom_aabb[g, None, :3] + signs[None] * m.geom_aabb[g, None, 3:]          # (geoms, 8, 3)
         rot = data.geom_xmat[g].reshape(-1, 3, 3)
         return (np.einsum("gij,gkj->gki", rot, local) + data.geom_xpos[g, None]).reshape(-1, 3)
-
-    def touches(self, qpos: np.ndarray, q: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray) -> bool:
-        """Whether, with the waist and arm at `q` (the rest of the model as in `qpos`), a geom of `mask_a`
-        touches one of `mask_b`."""
-        d = self.data
-        d.qpos[:] = qpos
-        d.qpos[self.qpos] = q
-        mujoco.mj_kinematics(self.model, d)
-        mujoco.mj_collision(self.model, d)
-        return touching(d, mask_a, mask_b)
 
     def solve(self, qpos: np.ndarray, pos: np.ndarray, rot: np.ndarray | None, iterations: int = 40,
               rot_weight: float = 0.3) -> tuple[np.ndarray, float]:

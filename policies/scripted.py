@@ -344,13 +344,9 @@ class ScriptedExpert:
         obj, obj_rot, center = self._object()
         palm, palm_rot = self._ik[self._side].palm_pose(d.qpos)
         goal = np.array([inside[0], inside[1], floor + 0.025 + obj.asset.center[2] - obj.asset.bottom])
-        upright = _rotation_onto_z(obj_rot[:, 2])
         tilt = np.arccos(np.clip(obj_rot[2, 2], -1.0, 1.0))
-        # Turned only where it would fall over, and where the turned hand is reached without the robot
-        # touching the fixture (reaching deep, the leaning torso struck the open door and lifted the hand).
-        if tilt < TIP_FRACTION * _tipping_angle(obj.asset) or self._robot_touches_fixture(
-                goal + upright @ (palm - center), upright @ palm_rot):
-            upright = np.eye(3)
+        # Turned only where it would fall over: a needless turn costs reach.
+        upright = _rotation_onto_z(obj_rot[:, 2]) if tilt > TIP_FRACTION * _tipping_angle(obj.asset) else np.eye(3)
         place = goal + upright @ (palm - center)
         rot = upright @ palm_rot
         # Turned, the wrist hangs lower: it must clear the fixture's floor (the object then drops a little).
@@ -364,17 +360,6 @@ class ScriptedExpert:
             Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
             Waypoint(outside + np.array([-0.05, 0.0, 0.0]), rot, OPEN, 25),
         ]
-
-    def _robot_touches_fixture(self, pos: np.ndarray, rot: np.ndarray) -> bool:
-        """Whether the arm's joints that put the palm at (pos, rot), from those commanded now, have the robot
-        touching the fixture."""
-        scene, ik = self.env.scene, self._ik[self._side]
-        qpos = scene.sim.data._data.qpos.copy()
-        action_qpos = scene.control.action_qpos
-        for part in ("waist", f"{self._side}_arm"):
-            qpos[action_qpos[ROBOSUITE_SLICES[part]]] = self._commanded[part]
-        q, _ = ik.solve(qpos, pos, rot, iterations=100)
-        return ik.touches(qpos, q, scene.robot_geom_mask, scene.bodies["fixture"].geom_mask)
 
     def _close_door(self) -> list[Waypoint]:
         """Sweep the other hand's fist along the door's arc, pushing its outer face, until it is shut.
