@@ -10,6 +10,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from tasks.scene import is_descendant
+
 WAIST_JOINTS = ("robot0_torso_waist_yaw", "robot0_torso_waist_pitch", "robot0_torso_waist_roll")
 ARM_JOINTS = {side: tuple(f"robot0_{side[0]}_{j}" for j in ("shoulder_pitch", "shoulder_roll", "shoulder_yaw",
                                                               "elbow_pitch", "wrist_yaw", "wrist_roll", "wrist_pitch"))
@@ -30,7 +32,7 @@ class HandIK:
         self.site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, PALM_SITE[side])
         # The hand: every colliding geom from the wrist's first joint outwards.
         wrist = model.jnt_bodyid[joints[len(WAIST_JOINTS) + 4]]    # wrist_yaw
-        bodies = [b for b in range(model.nbody) if _in_subtree(model, b, wrist)]
+        bodies = [b for b in range(model.nbody) if is_descendant(model, b, wrist)]
         self.hand_geoms = np.flatnonzero(np.isin(model.geom_bodyid, bodies)
                                          & ((model.geom_contype | model.geom_conaffinity) > 0))
         self.weights = np.array([waist_weight] * 3 + [1.0] * 7)
@@ -85,8 +87,3 @@ def _rotation_error(current: np.ndarray, target: np.ndarray) -> np.ndarray:
     mujoco.mju_quat2Vel(axis_angle, quat, 1.0)
     return axis_angle
 
-
-def _in_subtree(model: mujoco.MjModel, body: int, root: int) -> bool:
-    while body > 0 and body != root:
-        body = model.body_parentid[body]
-    return body == root

@@ -263,6 +263,10 @@ class ScriptedExpert:
             roll, kind = np.pi / 2, "lying"
         elif 2 * half_local[2] < SHORT:
             roll, kind = SHORT_ROLL, "rolled"
+        if kind in ("side", "upright") and _is_boxy(asset):
+            # Palm flat against a face: on a box standing diagonally the fingers close on two edges, and it
+            # turns in the hand.
+            yaw = _outward_face_yaw(np.arctan2(obj_rot[1, 0], obj_rot[0, 0]), sign)
         turn = _rot_z(yaw) @ _rot_x(sign * roll)
         rot = turn @ self._rest_rot[side]
         normal = turn @ np.array([0.0, -sign, 0.0])          # palm normal in the world
@@ -403,6 +407,18 @@ def _rot_z(angle: float) -> np.ndarray:
 def _wrap_half_pi(angle: float) -> float:
     """The same line direction, as an angle in [-pi/2, pi/2)."""
     return (angle + np.pi / 2) % np.pi - np.pi / 2
+
+
+def _outward_face_yaw(angle: float, sign: float) -> float:
+    """The hand's yaw that sets the palm flat against a face of a box whose own yaw is `angle`: of the four
+    faces, the one reached by turning the fingers outwards (away from the body) by less than a quarter turn.
+    Turned inwards, the forearm crosses in front of the body."""
+    return sign * ((sign * angle) % (np.pi / 2))
+
+
+def _is_boxy(asset) -> bool:
+    """Whether the object's bulk is a box (a carton), so that it has flat faces to grasp by."""
+    return max((p for p in asset.parts if p.collide), key=lambda p: p.volume()).kind == "box"
 
 
 def _rotation_onto_z(axis: np.ndarray) -> np.ndarray:

@@ -101,7 +101,7 @@ class TabletopScene(ManipulationEnv):
         m = self.sim.model._model
         for key, b in self.bodies.items():
             b.body_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b.obj.root_body)
-            b.subtree = np.array([i for i in range(m.nbody) if _is_descendant(m, i, b.body_id)])
+            b.subtree = np.array([i for i in range(m.nbody) if is_descendant(m, i, b.body_id)])
             b.geom_mask = np.isin(m.geom_bodyid, b.subtree) & (m.geom_contype | m.geom_conaffinity > 0)
             b.geom_ids = np.flatnonzero(b.geom_mask)
             if b.free:
@@ -112,7 +112,7 @@ class TabletopScene(ManipulationEnv):
                 b.joint_qpos_addr = m.jnt_qposadr[jid]
                 b.moving_body_id = m.jnt_bodyid[jid]
         robot_root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.robots[0].robot_model.root_body)
-        self.robot_geom_mask = np.isin(m.geom_bodyid, [i for i in range(m.nbody) if _is_descendant(m, i, robot_root)])
+        self.robot_geom_mask = np.isin(m.geom_bodyid, [i for i in range(m.nbody) if is_descendant(m, i, robot_root)])
         self.table_geom_mask = np.zeros(m.ngeom, dtype=bool)
         self.table_geom_mask[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")] = True
         self.hand_site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name) for name in HAND_SITES]
@@ -250,7 +250,8 @@ def _add_egoview(robot) -> None:
     camera.attrib.update(name=EGOVIEW, mode="fixed", pos="0.2298 0 0.0905", quat="0.676 0.205 -0.205 -0.676", fovy="77")
 
 
-def _is_descendant(m, body, root) -> bool:
+def is_descendant(m, body, root) -> bool:
+    """Whether `body` is `root` or lies below it in the kinematic tree."""
     while body > 0:
         if body == root:
             return True

@@ -42,7 +42,7 @@ def test_expert_needs_the_environment():
 
 
 @pytest.mark.parametrize("task, seed", [
-    ("PnP Milk To Microwave Close", 0),
+    ("PnP Milk To Microwave Close", 39),    # a carton standing diagonally: grasped by two edges, it turned and fell
     ("PnP Bottle To Cabinet Close", 2),
     ("PnP Wine To Cabinet Close", 8),      # the wine hangs 23 degrees tilted in the hand: let go so, it fell over
 ])
