@@ -160,10 +160,12 @@ def print_eval_report(report: dict) -> None:
           f"Load average before the run: {report['load']:.2f} on {report['cores']} cores.")
 
 
-def bench_demos(task_name: str | None = None, episodes: int = 8, max_steps: int = 120, image_size: int = 224) -> dict:
+def bench_demos(task_name: str | None = None, episodes: int = 8, max_steps: int = 120, image_size: int = 224,
+                rounds: int = 3) -> dict:
     """Episodes per minute of demonstration generation with 1 and 2 workers, end to end (process start and
     environment build included) and in steady state, then frames per second of the dataset reader
-    decoding those videos."""
+    decoding those videos. The 1- and 2-worker runs alternate for `rounds` rounds, so that both see the same
+    machine; the figures are medians, the speed-up the median of each round's ratio."""
     import tempfile
 
     from lda_bench.demos import generate
@@ -172,35 +174,44 @@ def bench_demos(task_name: str | None = None, episodes: int = 8, max_steps: int 
 
     spec = get_task(task_name) if task_name else next(t for t in TASKS if t.family == "novel")
     load = os.getloadavg()[0]
-    report = {"task": spec.name, "episodes": episodes, "max_steps": max_steps, "image_size": image_size,
-              "load": load, "cores": os.cpu_count(), "generation": {}, "steady": {}}
+    runs = {1: [], 2: []}   # per round: (end to end, steady) episodes per minute
     with tempfile.TemporaryDirectory() as out:
-        for workers in (1, 2):
-            start, finished = time.perf_counter(), []
-            (root,) = generate(spec.name, episodes, f"{out}/{workers}", workers=workers, image_size=image_size,
-                               max_steps=max_steps, progress=False,
-                               on_episode=lambda task, row: finished.append(time.perf_counter()))
-            report["generation"][workers] = 60 * episodes / (time.perf_counter() - start)
-            # Steady state: once every worker has finished its first episode (process start and environment
-            # build behind it), the episodes that follow over the time they take.
-            report["steady"][workers] = 60 * (episodes - workers) / (finished[-1] - finished[workers - 1])
+        for r in range(rounds):
+            for workers in (1, 2):
+                start, finished = time.perf_counter(), []
+                (root,) = generate(spec.name, episodes, f"{out}/{r}-{workers}", workers=workers, image_size=image_size,
+                                   max_steps=max_steps, progress=False,
+                                   on_episode=lambda task, row: finished.append(time.perf_counter()))
+                # Steady state: once every worker has finished its first episode (process start and environment
+                # build behind it), the episodes that follow over the time they take.
+                runs[workers].append((60 * episodes / (time.perf_counter() - start),
+                                      60 * (episodes - workers) / (finished[-1] - finished[workers - 1])))
         dataset = LeRobotDataset.open(root)
         dataset.episode_frames(0)  # load the codec libraries outside the timed loop
         start, frames = time.perf_counter(), 0
         for index in list(range(dataset.num_episodes)) * 3:
             frames += len(dataset.episode_frames(index))
             dataset.episode_actions(index)
-        report["reader_fps"] = frames / (time.perf_counter() - start)
-    return report
+        reader_fps = frames / (time.perf_counter() - start)
+    median = statistics.median
+    return {"task": spec.name, "episodes": episodes, "max_steps": max_steps, "image_size": image_size,
+            "rounds": rounds, "load": load, "cores": os.cpu_count(),
+            "generation": {w: median(e for e, _ in runs[w]) for w in runs},
+            "steady": {w: median(s for _, s in runs[w]) for w in runs},
+            "speedup": {"end_to_end": median(b[0] / a[0] for a, b in zip(runs[1], runs[2])),
+                        "steady": median(b[1] / a[1] for a, b in zip(runs[1], runs[2]))},
+            "reader_fps": reader_fps}
 
 
 def print_demos_report(report: dict) -> None:
     one, two = report["generation"][1], report["generation"][2]
     print(f"Demonstrations of {report['task']}: {report['episodes']} episodes of up to {report['max_steps']} steps, "
-          f"{report['image_size']} px, a render every step.")
+          f"{report['image_size']} px, a render every step; 1 and 2 workers alternate, medians of "
+          f"{report['rounds']} rounds.")
     steady_one, steady_two = report["steady"][1], report["steady"][2]
     print(f"Generation, episodes per minute end to end: 1 worker {one:.1f}, 2 workers {two:.1f} "
-          f"(speed-up {two / one:.2f}x). Load average before the run: {report['load']:.2f} on {report['cores']} cores.")
+          f"(speed-up {report['speedup']['end_to_end']:.2f}x). "
+          f"Load average before the run: {report['load']:.2f} on {report['cores']} cores.")
     print(f"Generation in steady state (after each worker's first episode): 1 worker {steady_one:.1f}, 2 workers "
-          f"{steady_two:.1f} episodes/min (speed-up {steady_two / steady_one:.2f}x; target >= 1.8x).")
+          f"{steady_two:.1f} episodes/min (speed-up {report['speedup']['steady']:.2f}x; target >= 1.8x).")
     print(f"Reader with video decoding: {report['reader_fps']:.0f} frames/s (target >= 500).")
