@@ -62,8 +62,7 @@ class Waypoint:
     side: str | None = None       # the hand that moves; None: the task's hand
 
 
-@register_policy("scripted", "expert from simulator state: IK to palm poses, power grasp, place, close "
-                             "(98% over the standard trials, every task at 90% or more)")
+@register_policy("scripted", "expert from simulator state: IK to palm poses, power grasp, place, close")
 class ScriptedExpert:
     def __init__(self, chunk: int = 8, speed: float = 1.0):
         self.chunk = chunk
@@ -254,7 +253,7 @@ class ScriptedExpert:
         long axis, so they close around it. The object's centre sits at the knuckles, so the fingers wrap it.
         A box (a milk carton) is taken with the palm flat against one of its faces.
         """
-        half_local = (asset.keypoints.max(axis=0) - asset.keypoints.min(axis=0)) / 2
+        half_local = asset.half
         sign = -1.0 if side == "right" else 1.0      # rolling the palm normal towards the table
         yaw, roll, kind = 0.0, 0.0, "side" if 2 * half_local[2] > TALL else "upright"
         long = int(np.argmax(half_local[:2]))                 # the longer horizontal axis
@@ -350,8 +349,11 @@ class ScriptedExpert:
         palm, palm_rot = self._ik[self._side].palm_pose(d.qpos)
         goal = np.array([inside[0], inside[1], floor + 0.025 + obj.asset.center[2] - obj.asset.bottom])
         tilt = np.arccos(np.clip(obj_rot[2, 2], -1.0, 1.0))
+        # Let go on its base past this tilt, it falls over: its centre of mass passes beyond the base's edge.
+        com_height = self.env.scene.sim.model._model.body_ipos[obj.body_id][2] - obj.asset.bottom
+        tipping = np.arctan2(min(obj.asset.half[:2]), com_height)
         # Turned only where it would fall over: a needless turn costs reach.
-        upright = _rotation_onto_z(obj_rot[:, 2]) if tilt > TIP_FRACTION * _tipping_angle(obj.asset) else np.eye(3)
+        upright = _rotation_onto_z(obj_rot[:, 2]) if tilt > TIP_FRACTION * tipping else np.eye(3)
         place = goal + upright @ (palm - center)
         rot = upright @ palm_rot
         # Turned, the wrist hangs lower: it must clear the fixture's floor (the object then drops a little).
@@ -425,24 +427,10 @@ def _is_boxy(asset) -> bool:
 
 def _rotation_onto_z(axis: np.ndarray) -> np.ndarray:
     """The rotation about a horizontal axis that turns the unit vector `axis` onto +z."""
-    v = np.cross(axis, [0.0, 0.0, 1.0])
-    s = np.linalg.norm(v)
-    if s < 1e-9:
-        return np.eye(3)
-    k = v / s
-    angle = np.arctan2(s, axis[2])
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
-
-
-def _tipping_angle(asset) -> float:
-    """The tilt beyond which the object, let go standing on its base, falls over: its centre of mass then
-    passes beyond the base's edge."""
-    parts = [p for p in asset.parts if p.collide]
-    volumes = np.array([p.volume() for p in parts])
-    com = volumes @ np.array([p.pos[2] for p in parts]) / volumes.sum() - asset.bottom
-    half_width = float(np.min(asset.keypoints.max(axis=0)[:2] - asset.keypoints.min(axis=0)[:2])) / 2
-    return float(np.arctan2(half_width, com))
+    quat, matrix = np.zeros(4), np.zeros(9)
+    mujoco.mju_quatZ2Vec(quat, np.asarray(axis, dtype=float))     # the one from +z onto `axis`
+    mujoco.mju_quat2Mat(matrix, quat)
+    return matrix.reshape(3, 3).T
 
 
 def _smooth(a: float) -> float:

@@ -141,6 +141,12 @@ class Asset:
         return (k.min(axis=0) + k.max(axis=0)) / 2
 
     @property
+    def half(self) -> np.ndarray:
+        """The half sizes of the asset's bounding box."""
+        k = self.keypoints
+        return (k.max(axis=0) - k.min(axis=0)) / 2
+
+    @property
     def keypoints(self) -> np.ndarray:
         """The 8 corners of the asset's bounding box, in its frame (used for the tier checks)."""
         lo = np.min([np.asarray(p.pos) - p.half_extents() for p in self.parts], axis=0)
