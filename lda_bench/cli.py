@@ -81,6 +81,19 @@ def _demos_show(args) -> None:
     print(f"wrote {show(args.dir, args.episode, args.out)}")
 
 
+def _demos_replay(args) -> None:
+    from lda_bench.demos import replay
+
+    results = replay(args.dir, args.episodes)
+    width = max(len("dataset"), *(len(r.dataset) for r in results))
+    print(f"{'dataset':<{width}}  {'episode':>7}  {'seed':>6}  {'recorded':>8}  {'replayed':>8}  {'first':>5}  {'steps':>5}")
+    outcome = {True: "success", False: "failure"}
+    for r in results:
+        print(f"{r.dataset:<{width}}  {r.episode:>7}  {r.seed:>6}  {outcome[r.recorded]:>8}  {outcome[r.replayed]:>8}  "
+              f"{r.first_success_step or '-':>5}  {r.steps:>5}" + ("" if r.reproduces else "  DIFFERS"))
+    print(f"{sum(r.reproduces for r in results)} of {len(results)} episodes reproduce their recorded success")
+
+
 def _policy_args(pairs: list[str] | None) -> dict[str, str]:
     """`--policy-arg key=value` (repeatable) -> {key: value}; values stay strings for `make_policy` to convert."""
     parsed = {}
@@ -221,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     showing.add_argument("--episode", type=int, required=True)
     showing.add_argument("--out", required=True, help="file.mp4 or file.png")
     showing.set_defaults(func=_demos_show)
+    replaying = demos.add_parser("replay", help="play episodes' recorded actions back open loop; check each "
+                                                "reproduces its recorded success")
+    replaying.add_argument("dir", help="a dataset folder, or a folder of them")
+    replaying.add_argument("--episodes", type=int, help="the first N episodes of each dataset (default all)")
+    replaying.set_defaults(func=_demos_replay)
 
     training = sub.add_parser("train", help="train an LDA model (resumes a run folder that has a checkpoint)")
     training.add_argument("--config", required=True, help="preset (tiny, lda-0.5b, lda-1b, lda-dit) or JSON/YAML file")

@@ -200,23 +200,28 @@ def _finished(root: Path) -> dict[int, dict[str, Any]]:
 
 def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_quality_fraction: float = 0.2,
              seed_offset: int = 0, image_size: int = 224, max_steps: int = 720, progress: bool = True,
-             on_episode: Callable[[str, dict[str, Any]], None] | None = None) -> list[Path]:
+             on_episode: Callable[[str, dict[str, Any]], None] | None = None,
+             indices: range | None = None) -> list[Path]:
     """Record `episodes` demonstrations of `task` (a name, family or 'all') into `out/<GR00T folder>`,
     continuing whatever an earlier run left; returns the dataset folders. `on_episode(task, row)` is
-    called as each episode is recorded."""
+    called as each episode is recorded. `indices` records only those episodes of the `episodes`: a shard
+    of the dataset whose files already carry their final episode indices (`lda_bench/experiment.py`)."""
     from lda_bench.evaluate import _worker_environment
     from tasks.specs import resolve_tasks
 
     if episodes < 1 or workers < 1 or not 0.0 <= low_quality_fraction <= 1.0:
         raise ValueError(f"need episodes >= 1, workers >= 1 and 0 <= low_quality_fraction <= 1; "
                          f"got {episodes}, {workers}, {low_quality_fraction}")
+    indices = range(episodes) if indices is None else indices
+    if not indices or indices[0] < 0 or indices[-1] >= episodes:
+        raise ValueError(f"indices must be a non-empty range within 0..{episodes - 1}; got {indices}")
     settings = DemoSettings(str(out), episodes, low_quality_fraction, seed_offset, image_size, max_steps)
     names = [spec.name for spec in resolve_tasks([task])]
     roots = {name: Path(out) / dataset_folder(name, episodes) for name in names}
     done = {name: _finished(root) for name, root in roots.items()}
     for root in roots.values():
         (root / "meta").mkdir(parents=True, exist_ok=True)
-    todo = [(name, i) for name in names for i in range(episodes) if i not in done[name]]
+    todo = [(name, i) for name in names for i in indices if i not in done[name]]
     if todo:
         with _worker_environment(), multiprocessing.get_context("spawn").Pool(
                 min(workers, len(todo)), initializer=_start_worker, initargs=(settings, os.getpid())) as pool:
@@ -289,6 +294,85 @@ def _problems(root: Path) -> list[str]:
                 problems.append(f"episode {index}: {dataset.video_path(index, view)} decodes to {frames} frames, "
                                 f"the parquet has {length} rows")
     return problems
+
+
+def merge(shards: list[Path], root: Path | str, task: str) -> Path:
+    """Gather shard datasets of `task` (each written by `generate(..., indices=...)`, so their files already
+    carry their final episode indices) into one dataset at `root`: each episode's files are hard-linked
+    into place, then the meta files are rewritten for all of them. The shards are left as they were, so a
+    merge cut short is simply run again."""
+    root = Path(root)
+    writer = _writer(root, task)
+    for shard in shards:
+        rows = LeRobotDataset.open(shard).episodes.values()
+        source = LeRobotWriter(shard, dict(ACTION_DIMS))
+        for row in rows:
+            index = row["episode_index"]
+            pairs = [(source.episode_path(index), writer.episode_path(index)),
+                     *((source.video_path(index, view), writer.video_path(index, view)) for view in writer.views)]
+            for old, new in pairs:
+                new.parent.mkdir(parents=True, exist_ok=True)
+                if not new.exists():
+                    os.link(old, new)
+        writer.episodes += rows
+    indices = sorted(row["episode_index"] for row in writer.episodes)
+    if indices != list(range(len(indices))):
+        raise ValueError(f"the shards of {root.name} hold episodes {indices[:10]}...: not 0..{len(indices) - 1} once each")
+    writer.close()
+    return root
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """One recorded episode played back open loop: whether the replay succeeds where the recording did."""
+
+    dataset: str
+    episode: int
+    seed: int
+    recorded: bool           # the episode's success as recorded
+    replayed: bool           # success at any step of the replay
+    first_success_step: int | None
+    steps: int
+
+    @property
+    def reproduces(self) -> bool:
+        return self.recorded == self.replayed
+
+
+def replay(directory: Path | str, episodes: int | None = None) -> list[ReplayResult]:
+    """Play the recorded actions of the first `episodes` episodes (default all) of each dataset under
+    `directory` back, one control step at a time from the episode's scene (its seed and scene split), and
+    check that the simulator reproduces each recorded success or failure."""
+    from tasks.env import GR1TabletopEnv
+    from tasks.specs import get_task
+
+    results = []
+    for root in find_datasets(directory):
+        dataset = LeRobotDataset.open(root)
+        spec = get_task(dataset.name)
+        envs: dict[str, GR1TabletopEnv] = {}  # one per scene split met
+        for index in range(dataset.num_episodes if episodes is None else min(episodes, dataset.num_episodes)):
+            row = dataset.episode(index)
+            missing = [name for name in ("seed", "scene_split", "success") if name not in row]
+            if missing:
+                raise ValueError(f"{root / PROGRESS_FILE}: episode {index} has no field(s) {missing}, which a "
+                                 f"replay needs to start from its scene and check its outcome")
+            if row["scene_split"] not in envs:
+                envs[row["scene_split"]] = GR1TabletopEnv(spec, image_size=64, scene_split=row["scene_split"])
+            env = envs[row["scene_split"]]
+            env.reset(seed=row["seed"])
+            actions = dataset.episode_actions(index)
+            first = None
+            for step in range(len(actions[ACTION_KEYS[0]])):
+                _, _, success, _ = env.step_chunk({f"action.{k}": actions[k][step:step + 1] for k in ACTION_KEYS},
+                                                  render=False)
+                if success and first is None:
+                    first = step + 1
+            results.append(ReplayResult(root.name, index, row["seed"], bool(row["success"]), first is not None,
+                                        first, len(actions[ACTION_KEYS[0]])))
+        for env in envs.values():
+            env.close()
+    return results
 
 
 def show(directory: Path | str, episode: int, out: Path | str, view: str = "ego_view", columns: int = 6) -> Path:

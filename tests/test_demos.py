@@ -144,3 +144,68 @@ def test_an_episode_broken_off_mid_way_is_kept_as_a_labelled_failure(tmp_path):
     writer.close()
     validate(tmp_path / "ds")
     assert len(LeRobotDataset.open(tmp_path / "ds").episode_actions(0)["left_arm"]) == 3 * 8
+
+
+REPLAY_TASK = "PnP Can To Drawer Close"  # the expert closes the drawer in about 400 steps
+
+
+@pytest.fixture(scope="module")
+def merged_root(tmp_path_factory):
+    """Two episodes recorded as two shards (as `experiment run` records them), merged into one dataset."""
+    from lda_bench.demos import dataset_folder, merge
+
+    out = tmp_path_factory.mktemp("replay")
+    shards = [generate(REPLAY_TASK, 2, out / f"shard{i}", indices=range(i, i + 1), low_quality_fraction=0.0,
+                       image_size=64, max_steps=400, progress=False)[0] for i in range(2)]
+    return merge(shards, out / dataset_folder(REPLAY_TASK, 2), REPLAY_TASK)
+
+
+def test_shards_merge_into_one_dataset(merged_root):
+    assert validate(merged_root) == [f"{merged_root.name}: ok, 2 episodes, "
+                                     f"{json.loads((merged_root / 'meta/info.json').read_text())['total_frames']} frames"]
+    dataset = LeRobotDataset.open(merged_root)
+    assert [dataset.episode(i)["seed"] for i in range(2)] == [0, 1]
+    assert [dataset.episode(i)["scene_split"] for i in range(2)] == ["train", "train"]
+
+
+def test_replay_reproduces_recorded_success(merged_root, capsys):
+    from lda_bench.demos import replay
+
+    results = replay(merged_root)
+    assert [(r.episode, r.reproduces) for r in results] == [(0, True), (1, True)]
+    assert any(r.recorded for r in results), "the test needs a recorded success: raise max_steps"
+    assert main(["demos", "replay", str(merged_root.parent), "--episodes", "1"]) == 0
+    assert "1 of 1 episodes reproduce their recorded success" in capsys.readouterr().out
+
+
+def test_replay_of_tampered_actions_does_not_reproduce(merged_root, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from lda_bench.demos import replay
+
+    copy = tmp_path / merged_root.name
+    shutil.copytree(merged_root, copy)
+    dataset = LeRobotDataset.open(copy)
+    succeeded = next(i for i in range(2) if dataset.episode(i)["success"])
+    path = dataset.episode_path(succeeded)
+    table = pd.read_parquet(path)
+    table["action"] = [table["action"][0]] * len(table)  # the first action held throughout
+    table.to_parquet(path)
+    result = replay(copy)[succeeded]
+    assert result.recorded and not result.replayed and not result.reproduces
+
+
+def test_replay_needs_the_scene_split(merged_root, tmp_path):
+    import shutil
+
+    from lda_bench.demos import replay
+
+    copy = tmp_path / merged_root.name
+    shutil.copytree(merged_root, copy)
+    rows = [json.loads(line) for line in (copy / "meta/episodes.jsonl").read_text().splitlines()]
+    (copy / "meta/episodes.jsonl").write_text("".join(json.dumps({k: v for k, v in row.items() if k != "scene_split"}) + "\n"
+                                                      for row in rows))
+    with pytest.raises(ValueError, match=r"episode 0 has no field\(s\) \['scene_split'\]"):
+        replay(copy)
