@@ -94,6 +94,18 @@ def _demos_replay(args) -> None:
     print(f"{sum(r.reproduces for r in results)} of {len(results)} episodes reproduce their recorded success")
 
 
+def _experiment_run(args) -> None:
+    from lda_bench.experiment import run_experiment
+
+    print(f"experiment done: {run_experiment(args.file, args.out)}")
+
+
+def _experiment_status(args) -> None:
+    from lda_bench.experiment import experiment_status, print_experiment_status
+
+    print_experiment_status(experiment_status(args.dir))
+
+
 def _policy_args(pairs: list[str] | None) -> dict[str, str]:
     """`--policy-arg key=value` (repeatable) -> {key: value}; values stay strings for `make_policy` to convert."""
     parsed = {}
@@ -262,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--slurm", metavar="PROFILE", help="submit to Slurm with this submitit profile (YAML)")
     training.set_defaults(func=_train)
     finetuning.set_defaults(func=_finetune)
+
+    experiment = sub.add_parser("experiment", help="demonstrations, training, evaluation and report from one YAML "
+                                                   "file (experiments/*.yaml)").add_subparsers(dest="experiment_command",
+                                                                                               required=True)
+    running = experiment.add_parser("run", help="run every stage not done yet; resumes a run cut short")
+    running.add_argument("file", help="experiment file, e.g. experiments/smoke.yaml")
+    running.add_argument("--out", help="experiment folder (default runs/<file name>)")
+    running.set_defaults(func=_experiment_run)
+    checking = experiment.add_parser("status", help="each stage: done, partial (with counts) or not started")
+    checking.add_argument("dir")
+    checking.set_defaults(func=_experiment_status)
 
     evaluation = sub.add_parser("eval", help="evaluate a policy on tasks; resumes what the output folder lacks")
     _add_policy_options(evaluation)
