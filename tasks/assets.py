@@ -37,6 +37,32 @@ class Part:
     def scaled(self, s: float) -> Part:
         return replace(self, size=tuple(v * s for v in self.size), pos=tuple(v * s for v in self.pos))
 
+    def stretched(self, s) -> Part:
+        """The part with its asset's frame stretched by `s` = (sx, sy, sz): its centre moves with the stretch and
+        each of its own axes grows as much as the stretch lengthens it (a sphere stretched unequally becomes an
+        ellipsoid; a round cross-section takes the geometric mean). Its lowest point is scaled like its centre, so a
+        part that rests on the table still does, and the flat spot of round produce stays flat."""
+        s = np.asarray(s, dtype=float)
+        rotation = np.eye(3) if self.quat is None else _quat_mat(self.quat)
+        axis_stretch = np.linalg.norm(s[:, None] * rotation, axis=0)  # how much each of the part's axes grows
+        kind, sz = self.kind, np.asarray(self.size, dtype=float)
+        if kind in ("box", "ellipsoid"):
+            size = sz * axis_stretch
+        elif kind == "sphere" and np.ptp(axis_stretch) < 1e-9:
+            size = sz * axis_stretch[0]
+        elif kind == "sphere":
+            kind, size = "ellipsoid", sz[0] * axis_stretch
+        else:  # cylinder or capsule: round across its z axis
+            radius = sz[0] * math.sqrt(axis_stretch[0] * axis_stretch[1])
+            half_length = sz[1] * axis_stretch[2]
+            if kind == "capsule":  # the caps' length scales with the rest of it
+                half_length = max((sz[1] + sz[0]) * axis_stretch[2] - radius, 1e-4)
+            size = np.array([radius, half_length])
+        pos = tuple(float(v) for v in np.asarray(self.pos) * s)
+        out = replace(self, kind=kind, size=tuple(float(v) for v in size), pos=pos)
+        bottom = (self.pos[2] - self.half_extents()[2]) * s[2]
+        return replace(out, pos=(*out.pos[:2], float(bottom + out.half_extents()[2])))
+
     def volume(self) -> float:
         sz = self.size
         if self.kind == "box":
@@ -65,9 +91,13 @@ class Part:
         ext = np.asarray(ext, dtype=float)
         if self.quat is None:
             return ext
-        rotation = np.zeros(9)
-        mujoco.mju_quat2Mat(rotation, np.asarray(self.quat, dtype=float))
-        return np.abs(rotation.reshape(3, 3)) @ ext
+        return np.abs(_quat_mat(self.quat)) @ ext
+
+
+def _quat_mat(quat) -> np.ndarray:
+    rotation = np.zeros(9)
+    mujoco.mju_quat2Mat(rotation, np.asarray(quat, dtype=float))
+    return rotation.reshape(3, 3)
 
 
 def _rot(axis: str, angle: float, then: tuple | None = None) -> tuple:
@@ -242,6 +272,89 @@ OBJECTS: dict[str, Asset] = {a.name: a for a in [
                        Part("cylinder", (0.014, 0.012), (0.08, 0, 0.034), _rgba(0.2, 0.45, 0.15), quat=_rot("y", math.pi / 2))), 0.3),
 ]}
 
+# ---------------------------------------------------------------- instances of the novel objects
+
+def _variant(asset: Asset, k: int, stretch=(1.0, 1.0, 1.0), colors: dict | None = None) -> Asset:
+    """Instance `k` of an object category: `asset` stretched per axis, recoloured part by part (`colors` maps an
+    old rgba to a new one) and given the mass of its new volume at the same density."""
+    parts = tuple(replace(p.stretched(stretch), rgba=(colors or {}).get(p.rgba, p.rgba)) for p in asset.parts)
+    mass = asset.mass * _solid_volume(parts) / _solid_volume(asset.parts)
+    return replace(asset, name=f"{asset.name}_{k}", parts=parts, mass=mass)
+
+
+def _solid_volume(parts) -> float:
+    return sum(p.volume() for p in parts if p.collide)
+
+
+# Each category's instances 1-3 as (stretch, recolouring) of instance 0, the category's asset in OBJECTS. A round
+# object's vertical semi-axis stays its shortest, so it rests on its flattest side; footprints stay within 1.25x of
+# instance 0's area and heights within 25%, so the hand grasps every instance as it grasps the first.
+_RED, _PURPLE = _rgba(0.85, 0.1, 0.05), _rgba(0.3, 0.1, 0.35)
+_WRAPPER, _FROSTING = _rgba(0.9, 0.45, 0.6), _rgba(0.45, 0.25, 0.15)
+_INSTANCE_VARIATIONS: dict[str, tuple] = {
+    "sweet_potato": (((1.15, 0.9, 0.85), {_rgba(0.55, 0.25, 0.22): _rgba(0.46, 0.17, 0.26)}),     # long, purple skin
+                     ((0.85, 1.1, 1.05), {_rgba(0.55, 0.25, 0.22): _rgba(0.7, 0.38, 0.2)}),       # stubby, orange
+                     ((1.05, 1.0, 0.92), {_rgba(0.55, 0.25, 0.22): _rgba(0.76, 0.6, 0.45)})),     # pale skin
+    "bell_pepper": (((1.0, 1.0, 1.1), {_RED: _rgba(0.18, 0.5, 0.12)}),                             # green, tall
+                    ((1.1, 1.1, 0.9), {_RED: _rgba(0.96, 0.8, 0.12)}),                             # yellow, squat
+                    ((0.9, 0.9, 1.0), {_RED: _rgba(0.95, 0.5, 0.08)})),                            # orange, small
+    "lemon": (((1.1, 0.95, 0.9), {_rgba(0.98, 0.86, 0.1): _rgba(0.96, 0.9, 0.4)}),                # long, pale
+              ((0.9, 1.05, 0.98), {_rgba(0.98, 0.86, 0.1): _rgba(0.98, 0.76, 0.05)}),             # round, deep yellow
+              ((1.1, 1.08, 1.0), {_rgba(0.98, 0.86, 0.1): _rgba(0.82, 0.84, 0.22)})),             # large, unripe
+    "croissant": (((1.1, 1.1, 0.9), {_rgba(0.82, 0.55, 0.22): _rgba(0.7, 0.42, 0.15),            # flat, well baked
+                                     _rgba(0.78, 0.5, 0.2): _rgba(0.66, 0.38, 0.13)}),
+                  ((0.9, 0.9, 0.95), {_rgba(0.82, 0.55, 0.22): _rgba(0.9, 0.68, 0.38),            # small, pale
+                                      _rgba(0.78, 0.5, 0.2): _rgba(0.86, 0.63, 0.34)}),
+                  ((1.0, 1.2, 1.1), {_rgba(0.82, 0.55, 0.22): _rgba(0.86, 0.6, 0.27)})),          # wide horns
+    "pear": (((0.9, 0.9, 1.15), {_rgba(0.75, 0.8, 0.3): _rgba(0.45, 0.68, 0.22)}),                # slim, green
+             ((1.1, 1.1, 0.95), {_rgba(0.75, 0.8, 0.3): _rgba(0.92, 0.82, 0.32)}),                # plump, yellow
+             ((1.0, 1.0, 1.05), {_rgba(0.75, 0.8, 0.3): _rgba(0.68, 0.22, 0.14)})),               # red
+    "squash": (((1.0, 1.0, 1.1), {_rgba(0.92, 0.68, 0.35): _rgba(0.95, 0.82, 0.25),              # tall, yellow
+                                  _rgba(0.92, 0.72, 0.4): _rgba(0.96, 0.85, 0.35)}),
+               ((1.1, 1.1, 0.85), {_rgba(0.92, 0.68, 0.35): _rgba(0.3, 0.45, 0.2),                # squat, green
+                                   _rgba(0.92, 0.72, 0.4): _rgba(0.35, 0.5, 0.24)}),
+               ((0.9, 0.9, 1.0), {_rgba(0.92, 0.68, 0.35): _rgba(0.9, 0.5, 0.15),                 # slim, orange
+                                  _rgba(0.92, 0.72, 0.4): _rgba(0.92, 0.56, 0.2)})),
+    # The cupcakes' wrapper and frosting colours.
+    "cupcake": (((1.1, 1.1, 0.9), {_WRAPPER: WHITE, _FROSTING: _rgba(0.95, 0.6, 0.72)}),
+                ((0.9, 0.9, 1.1), {_WRAPPER: _rgba(0.3, 0.5, 0.85), _FROSTING: _rgba(0.96, 0.95, 0.9)}),
+                ((1.05, 1.05, 1.15), {_WRAPPER: _rgba(0.95, 0.8, 0.3), _FROSTING: _rgba(0.3, 0.16, 0.1)})),
+    "can": (((0.88, 0.88, 1.2), {_rgba(0.8, 0.1, 0.1): _rgba(0.1, 0.3, 0.8)}),                   # slim and tall, blue
+            ((1.1, 1.1, 0.8), {_rgba(0.8, 0.1, 0.1): _rgba(0.15, 0.55, 0.2)}),                   # squat, green
+            ((1.0, 1.0, 0.95), {_rgba(0.8, 0.1, 0.1): _rgba(0.95, 0.8, 0.15)})),                 # yellow
+    "tomato": (((1.1, 1.1, 0.8), {_rgba(0.9, 0.15, 0.1): _rgba(0.75, 0.1, 0.08)}),               # flat beefsteak
+               ((0.85, 0.85, 0.9), {_rgba(0.9, 0.15, 0.1): _rgba(0.95, 0.45, 0.1)}),             # small, orange
+               ((1.0, 1.0, 1.05), {_rgba(0.9, 0.15, 0.1): _rgba(0.95, 0.8, 0.15)})),             # yellow
+    "eggplant": (((1.12, 0.85, 0.8), {_PURPLE: _rgba(0.2, 0.06, 0.24)}),           # long, thin, dark
+                 ((0.85, 1.15, 1.12), {_PURPLE: _rgba(0.5, 0.25, 0.55)}),          # short, plump, violet
+                 ((1.0, 1.05, 1.0), {_PURPLE: _rgba(0.62, 0.42, 0.64)})),          # pale, graffiti
+}
+
+# The eggplant's stem pulls its centre of mass off the bottom of its ellipsoid, on which it rocks for seconds
+# after it is set down: its instances get a flat spot under the centre, as the round produce has.
+_INSTANCE_BASES = {**OBJECTS, "eggplant": replace(OBJECTS["eggplant"], parts=(
+    Part("cylinder", (0.022, 0.005), (0.003, 0, 0.005), _PURPLE),) + OBJECTS["eggplant"].parts)}
+
+OBJECT_INSTANCES: dict[str, tuple[Asset, ...]] = {
+    category: (_variant(_INSTANCE_BASES[category], 0),) + tuple(_variant(_INSTANCE_BASES[category], k, stretch, colors)
+                                                        for k, (stretch, colors) in enumerate(variations, start=1))
+    for category, variations in _INSTANCE_VARIATIONS.items()}
+
+INSTANCE_SPLITS = ("A", "B")
+
+
+def instance_split(category: str, split: str) -> tuple[Asset, ...]:
+    """A category's instances in one split: "A" the first half (rounded up), "B" the rest, as upstream robocasa
+    splits each category's sorted instances."""
+    if category not in OBJECT_INSTANCES:
+        raise ValueError(f"unknown category {category!r}: one of {sorted(OBJECT_INSTANCES)}")
+    if split not in INSTANCE_SPLITS:
+        raise ValueError(f"unknown split {split!r}: one of {INSTANCE_SPLITS}")
+    instances = OBJECT_INSTANCES[category]
+    half = math.ceil(len(instances) / 2)
+    return instances[:half] if split == "A" else instances[half:]
+
+
 # ---------------------------------------------------------------- sources and targets
 
 CONTAINERS: dict[str, Asset] = {
@@ -284,6 +397,58 @@ def _tiered(name, rgba, mass, upper_walls):
 CONTAINERS["tiered_basket"] = _tiered("tiered_basket", _rgba(0.62, 0.45, 0.25), 0.9, upper_walls=True)
 CONTAINERS["tiered_shelf"] = _tiered("tiered_shelf", _rgba(0.85, 0.85, 0.82), 1.1, upper_walls=False)
 
+# ---------------------------------------------------------------- clutter along the table's back edge
+
+def _plant_leaves(n, rgba):
+    """`n` leaves around the stem, rising outwards, and one upright leaf on top."""
+    leaves = []
+    for i in range(n):
+        a = 2 * math.pi * i / n + 0.4
+        z = 0.17 + 0.02 * (i % 3)
+        leaves.append(Part("ellipsoid", (0.05, 0.018, 0.003), (0.04 * math.cos(a), 0.04 * math.sin(a), z), rgba,
+                           quat=_rot("y", -0.6, then=_rot("z", a))))
+    return leaves + [Part("ellipsoid", (0.018, 0.003, 0.045), (0, 0, 0.255), rgba)]
+
+
+# Sizes as width (y, across the robot's view) x depth (x, away from it) x height; each stands on a flat base.
+_POT, _SOIL, _LEAF = _rgba(0.7, 0.38, 0.25), _rgba(0.22, 0.15, 0.1), _rgba(0.2, 0.55, 0.2)
+BACK_EDGE: dict[str, Asset] = {a.name: a for a in [
+    # 0.28 wide, 0.17 deep, 0.18 tall, with two bread slots in its top and a lever on its front.
+    Asset("toaster", (Part("box", (0.085, 0.14, 0.09), (0, 0, 0.09), _rgba(0.75, 0.76, 0.78)),
+                      Part("box", (0.015, 0.11, 0.0015), (-0.03, 0, 0.1792), _rgba(0.05, 0.05, 0.05), collide=False),
+                      Part("box", (0.015, 0.11, 0.0015), (0.03, 0, 0.1792), _rgba(0.05, 0.05, 0.05), collide=False),
+                      Part("box", (0.012, 0.012, 0.006), (-0.097, 0.1, 0.13), _rgba(0.1, 0.1, 0.1))), 1.5),
+    # A pot 0.12 across with soil and leaves, 0.3 tall; the pot carries nearly all the mass.
+    Asset("plant", tuple([Part("cylinder", (0.06, 0.055), (0, 0, 0.055), _POT),
+                          Part("cylinder", (0.054, 0.002), (0, 0, 0.109), _SOIL, collide=False),
+                          Part("capsule", (0.005, 0.07), (0, 0, 0.18), _rgba(0.25, 0.45, 0.18))]
+                         + _plant_leaves(6, _LEAF)), 0.6),
+    # A bag of chips standing up: 0.16 wide, 0.06 deep, 0.22 tall, with crimped seals top and bottom.
+    Asset("chips", (Part("box", (0.03, 0.08, 0.1), (0, 0, 0.11), _rgba(0.95, 0.75, 0.1)),
+                    Part("box", (0.012, 0.08, 0.01), (0, 0, 0.01), _rgba(0.85, 0.15, 0.1)),
+                    Part("box", (0.012, 0.08, 0.01), (0, 0, 0.21), _rgba(0.85, 0.15, 0.1)),
+                    Part("box", (0.0305, 0.05, 0.04), (0, 0, 0.11), _rgba(0.85, 0.15, 0.1), collide=False)), 0.1),
+    # A cereal box: 0.19 wide, 0.07 deep, 0.28 tall, its label towards the robot.
+    Asset("cereal", (Part("box", (0.035, 0.095, 0.14), (0, 0, 0.14), _rgba(0.9, 0.85, 0.2)),
+                     Part("box", (0.0355, 0.07, 0.08), (0, 0, 0.16), _rgba(0.8, 0.2, 0.15), collide=False)), 0.4),
+    # A book lying flat: 0.22 wide, 0.15 deep, 0.03 thick, its spine on the far side.
+    Asset("book", (Part("box", (0.075, 0.11, 0.0015), (0, 0, 0.0015), _rgba(0.15, 0.25, 0.55)),
+                   Part("box", (0.072, 0.107, 0.0135), (-0.002, 0, 0.015), WHITE),
+                   Part("box", (0.075, 0.11, 0.0015), (0, 0, 0.0285), _rgba(0.15, 0.25, 0.55)),
+                   Part("box", (0.0015, 0.11, 0.015), (0.0735, 0, 0.015), _rgba(0.15, 0.25, 0.55))), 0.4),
+    # A candle in a glass: 0.035 radius, 0.09 tall.
+    Asset("candle", (Part("cylinder", (0.035, 0.045), (0, 0, 0.045), _rgba(0.8, 0.9, 0.95, 0.35)),
+                     Part("cylinder", (0.031, 0.033), (0, 0, 0.038), _rgba(0.95, 0.92, 0.82), collide=False),
+                     Part("cylinder", (0.0015, 0.005), (0, 0, 0.076), _rgba(0.1, 0.1, 0.1), collide=False)), 0.3),
+]}
+
+# A paper towel holder: a base disc, a post and a roll 0.06 in radius, 0.35 tall in all.
+PAPER_TOWEL = Asset("paper_towel", (Part("cylinder", (0.075, 0.006), (0, 0, 0.006), STEEL),
+                                    Part("cylinder", (0.06, 0.145), (0, 0, 0.157), WHITE),
+                                    Part("cylinder", (0.008, 0.02), (0, 0, 0.322), STEEL),
+                                    Part("sphere", (0.01,), (0, 0, 0.34), STEEL)), 0.5)
+
+
 # ---------------------------------------------------------------- fixtures (static, on the table)
 
 
@@ -304,7 +469,7 @@ def _door(width, height, t, rgba, handle_rgba, sign):
 
 
 def _drawer_chest():
-    hx, hy, height, t = 0.15, 0.15, 0.27, 0.015
+    hx, hy, height, t = 0.15, 0.225, 0.25, 0.015   # 0.45 wide (y), 0.30 deep (x), 0.25 tall
     rgba, front = _rgba(0.78, 0.74, 0.68), _rgba(0.6, 0.45, 0.3)
     body = [Part("box", (hx, hy, t / 2), (0, 0, height - t / 2), rgba),
             Part("box", (t / 2, hy, height / 2), (hx - t / 2, 0, height / 2), rgba),
@@ -312,7 +477,7 @@ def _drawer_chest():
             Part("box", (hx, t / 2, height / 2), (0, -hy + t / 2, height / 2), rgba),
             Part("box", (hx, hy, t / 2), (0, 0, t / 2), rgba)]
     # Drawer: a tray sliding along -x; its frame's origin is at the chest's front, mid-height of the drawer.
-    dx, dy, dz = hx - t, hy - t - 0.004, 0.1           # half sizes of the drawer box
+    dx, dy, dz = hx - t, hy - t - 0.004, (height - 2 * t - 0.02) / 2   # half sizes of the drawer box
     drawer = (Part("box", (dx, dy, 0.005), (dx, 0, -dz + 0.005), front),
               Part("box", (0.005, dy, dz), (2 * dx - 0.005, 0, 0), front),
               Part("box", (dx, 0.005, dz), (dx, dy - 0.005, 0), front),
@@ -320,7 +485,8 @@ def _drawer_chest():
               Part("box", (0.008, hy, dz + 0.01), (-0.008, 0, 0), front),
               Part("box", (0.012, 0.05, 0.01), (-0.028, 0, 0.03), STEEL))
     z_mid = t + 0.006 + dz
-    joint = Joint("slide", (-hx, 0, z_mid), (-1, 0, 0), 0.2, drawer, damping=8.0, frictionloss=1.0)
+    # It opens as far as upstream's: 0.55 of the chest's depth.
+    joint = Joint("slide", (-hx, 0, z_mid), (-1, 0, 0), 0.55 * 2 * hx, drawer, damping=8.0, frictionloss=1.0)
     interior = Region((dx, 0, 0.005), (dx - 0.01, dy - 0.01, dz - 0.005))
     return Asset("drawer", tuple(body), interior=interior, joint=joint, interior_on_joint=True, kind="fixture")
 
@@ -347,12 +513,15 @@ def _hinged_fixture(name, hx, hy, height, rgba, door_rgba, hinge_side, panel=0.0
     return Asset(name, tuple(parts), interior=interior, joint=joint, kind="fixture")
 
 
+# Upstream's layout sizes: drawer chest 0.45 wide (y) x 0.30 deep (x) x 0.25 tall, cabinet 0.30 x 0.30 x 0.80,
+# microwave 0.35 x 0.40 x 0.30.
 FIXTURES: dict[str, Asset] = {
     "drawer": _drawer_chest(),
-    # Left-hand cabinet on the robot's left: hinge on its -y edge (towards the table centre).
-    "cabinet": _hinged_fixture("cabinet", 0.14, 0.16, 0.38, _rgba(0.55, 0.4, 0.28), _rgba(0.62, 0.46, 0.32), +1),
+    # A tall left-hand cabinet on the robot's left, one shelf-less interior: hinge on its -y edge (towards the
+    # table centre).
+    "cabinet": _hinged_fixture("cabinet", 0.15, 0.15, 0.8, _rgba(0.55, 0.4, 0.28), _rgba(0.62, 0.46, 0.32), +1),
     # Right-hand microwave on the robot's right: hinge on its +y edge, control panel on the -y side.
-    "microwave": _hinged_fixture("microwave", 0.17, 0.2, 0.3, _rgba(0.2, 0.2, 0.22), _rgba(0.12, 0.12, 0.14, 0.95), -1,
+    "microwave": _hinged_fixture("microwave", 0.2, 0.175, 0.3, _rgba(0.2, 0.2, 0.22), _rgba(0.12, 0.12, 0.14, 0.95), -1,
                                  panel=0.09),
 }
 
@@ -379,8 +548,7 @@ def _f(values) -> str:
 
 def to_mjcf(a: Asset) -> str:
     """The MJCF of one asset, in the layout robosuite's `MujocoXMLObject` expects."""
-    volume = sum(p.volume() for p in a.parts if p.collide)
-    density = a.mass / volume if a.mass else 500.0
+    density = a.mass / _solid_volume(a.parts) if a.mass else 500.0
     friction = OBJECT_FRICTION if a.kind == "object" else CONTAINER_FRICTION
     geoms = [_geom_xml(p, friction, density, name=f"g{i}") for i, p in enumerate(a.parts)]
     moving = ""
