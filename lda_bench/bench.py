@@ -160,7 +160,7 @@ def print_eval_report(report: dict) -> None:
           f"Load average before the run: {report['load']:.2f} on {report['cores']} cores.")
 
 
-def bench_demos(task_name: str | None = None, episodes: int = 8, max_steps: int = 120, image_size: int = 224,
+def bench_demos(task_name: str | None = None, episodes: int = 8, max_steps: int = 120, image_size: int = 256,
                 rounds: int = 3) -> dict:
     """Episodes per minute of demonstration generation with 1 and 2 workers, end to end (process start and
     environment build included) and in steady state, then frames per second of the dataset reader

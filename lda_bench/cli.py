@@ -29,7 +29,7 @@ def _tasks_show(args) -> None:
 
     from tasks.env import GR1TabletopEnv
 
-    env = GR1TabletopEnv(args.name, image_size=args.size)
+    env = GR1TabletopEnv(args.name, image_size=args.image_size, image_variant=args.image_variant)
     obs, info = env.reset(seed=args.seed)
     Image.fromarray(obs["video.ego_view"]).save(args.image)
     env.close()
@@ -65,7 +65,7 @@ def _demos_generate(args) -> None:
 
     for root in generate(args.task, args.episodes, args.out, workers=args.workers,
                          low_quality_fraction=args.low_quality_fraction, seed_offset=args.seed_offset,
-                         image_size=args.image_size, max_steps=args.max_steps):
+                         image_size=args.image_size, max_steps=args.max_steps, image_variant=args.image_variant):
         print(f"wrote {root}")
 
 
@@ -106,6 +106,16 @@ def _experiment_status(args) -> None:
     print_experiment_status(experiment_status(args.dir))
 
 
+def _image_options(parser) -> None:
+    from tasks.images import DEFAULT_VARIANT, IMAGE_VARIANTS
+
+    parser.add_argument("--image-variant", choices=IMAGE_VARIANTS, default=DEFAULT_VARIANT,
+                        help=f"the picture video.ego_view holds (default {DEFAULT_VARIANT}, as GR00T's GR1 data; "
+                             "square: the earlier square render)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="video.ego_view's side in pixels (default 256; 224 for --image-variant square)")
+
+
 def _policy_args(pairs: list[str] | None) -> dict[str, str]:
     """`--policy-arg key=value` (repeatable) -> {key: value}; values stay strings for `make_policy` to convert."""
     parsed = {}
@@ -122,7 +132,8 @@ def _eval(args) -> None:
 
     evaluate(args.policy, _policy_args(args.policy_arg), tasks=args.task, trials=args.trials, workers=args.workers,
              action_steps=args.action_steps, max_steps=args.max_steps, out=args.out, video=args.video,
-             image_size=args.image_size, progress=not args.no_progress, policy_timeout_s=args.policy_timeout)
+             image_size=args.image_size, progress=not args.no_progress, policy_timeout_s=args.policy_timeout,
+             image_variant=args.image_variant)
 
 
 def _policies_list(args) -> None:
@@ -177,7 +188,7 @@ def _sweep(args) -> None:
         by_policy.setdefault(policy, []).append(f"{key}{sep}{value}")
     sweep = make_sweep(args.policy, {policy: _policy_args(pairs) for policy, pairs in by_policy.items()},
                        tasks=args.tasks or "all", trials=args.trials, out=args.out, max_steps=args.max_steps,
-                       action_steps=args.action_steps, image_size=args.image_size)
+                       action_steps=args.action_steps, image_size=args.image_size, image_variant=args.image_variant)
     profile = ClusterProfile.load(args.profile) if args.profile else None
     run_sweep(sweep, args.executor, profile, **({"shard_size": args.shard_size} if args.shard_size else {}))
 
@@ -215,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--image", default="egoview.png")
-    show.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    _image_options(show)
     show.set_defaults(func=_tasks_show)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
@@ -235,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     generating.add_argument("--low-quality-fraction", type=float, default=0.2,
                             help="share of episodes with spoiled motion, labelled low quality (default 0.2)")
     generating.add_argument("--seed-offset", type=int, default=0, help="episode i starts from scene seed OFFSET + i")
-    generating.add_argument("--image-size", type=int, default=224, help="egoview side in pixels (default 224)")
+    _image_options(generating)
     generating.add_argument("--max-steps", type=int, default=720, help="control steps per episode (default 720)")
     generating.set_defaults(func=_demos_generate)
     checking = demos.add_parser("validate", help="check a dataset (or a folder of them) and every file it declares")
@@ -296,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--max-steps", type=int, default=720, help="control steps per episode (default 720)")
     evaluation.add_argument("--out", required=True, help="run folder for records (and videos)")
     evaluation.add_argument("--video", action="store_true", help="write an mp4 per episode to OUT/videos")
-    evaluation.add_argument("--image-size", type=int, default=224, help="egoview side in pixels (default 224)")
+    _image_options(evaluation)
     evaluation.add_argument("--policy-timeout", type=float, metavar="SECONDS",
                             help="fail an episode whose policy takes longer than this for one call")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -321,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, default=51, help="trials per task (default 51)")
     sweep.add_argument("--action-steps", type=int, default=8, help="steps executed per action chunk (default 8)")
     sweep.add_argument("--max-steps", type=int, default=720, help="control steps per episode (default 720)")
-    sweep.add_argument("--image-size", type=int, default=224, help="egoview side in pixels (default 224)")
+    _image_options(sweep)
     sweep.add_argument("--executor", default="local", help="local (runs here, waits) or slurm (queues, returns)")
     sweep.add_argument("--profile", help="cluster profile YAML, e.g. slurm/profiles/local-test.yaml (slurm: required)")
     sweep.add_argument("--out", help="sweep folder: one run folder per policy, jobs.json, submitit logs")

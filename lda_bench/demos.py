@@ -1,6 +1,7 @@
 """Demonstrations from the scripted expert as LeRobot v2.1 datasets in GR00T's flavour, one per task.
 
-Episode i of a task starts from scene seed `seed_offset + i`; whether it is spoiled into a low-quality
+Episode i of a task starts from scene seed `seed_offset + i` of the `train` split of scenes, which no
+evaluation draws from (evaluations use the `eval` split: `tasks/sampling.py`), whatever the offset; whether it is spoiled into a low-quality
 demonstration is drawn from that seed too, so a dataset is the same whatever the worker count or how
 often generation was interrupted. Each episode's files are renamed into place before its line is appended
 to `meta/episodes.jsonl`: on restart, an episode counts as done only with both, and the other meta files
@@ -24,6 +25,7 @@ from lda_bench.lerobot import LeRobotDataset, LeRobotWriter, find_datasets
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, VIDEO_KEY
 
 PROGRESS_FILE = "meta/episodes.jsonl"
+SCENE_SPLIT = "train"       # demonstrations never start from an evaluation scene
 ARM_KEYS = ("action.left_arm", "action.right_arm")
 SPOILERS = ("pause", "hesitation", "noise", "detour")
 
@@ -102,8 +104,9 @@ class DemoSettings:
     episodes: int
     low_quality_fraction: float
     seed_offset: int
-    image_size: int
+    image_size: int | None
     max_steps: int
+    image_variant: str = "bg_crop_pad"
 
 
 def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSettings, policy=None) -> dict[str, Any]:
@@ -141,7 +144,7 @@ def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSetting
         success = False
     quality = "high" if success and not low else "low"
     return writer.write_episode(index, np.stack(states), np.stack(actions), {"ego_view": np.stack(frames)},
-                                info["instruction"], seed=seed, success=bool(success), quality=quality,
+                                info["instruction"], seed=seed, scene_split=SCENE_SPLIT, success=bool(success), quality=quality,
                                 spoilers=sorted(policy.spoilers) if low else [], error=error)
 
 
@@ -150,7 +153,7 @@ def _writer(root: Path, task: str) -> LeRobotWriter:
     from tasks.specs import get_task
 
     spec = get_task(task)
-    return LeRobotWriter(root, dict(ACTION_DIMS), fps=20, tasks=tuple(dict.fromkeys(spec.instruction(o) for o in spec.objects)))
+    return LeRobotWriter(root, dict(ACTION_DIMS), fps=20, tasks=tuple(dict.fromkeys(spec.language(o) for o in spec.objects)))
 
 
 _worker: dict[str, Any] = {}
@@ -172,7 +175,9 @@ def _record_in_worker(item: tuple[str, int]) -> tuple[str, dict[str, Any]]:
     if _worker.get("task") != task:
         if "env" in _worker:
             _worker["env"].close()
-        _worker["env"], _worker["task"] = GR1TabletopEnv(task, image_size=settings.image_size), task
+        _worker["env"] = GR1TabletopEnv(task, image_size=settings.image_size, image_variant=settings.image_variant,
+                                        scene_split=SCENE_SPLIT)
+        _worker["task"] = task
     root = Path(settings.out) / dataset_folder(task, settings.episodes)
     return task, record_episode(_worker["env"], _writer(root, task), index, settings)
 
@@ -199,9 +204,9 @@ def _finished(root: Path) -> dict[int, dict[str, Any]]:
 
 
 def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_quality_fraction: float = 0.2,
-             seed_offset: int = 0, image_size: int = 224, max_steps: int = 720, progress: bool = True,
+             seed_offset: int = 0, image_size: int | None = None, max_steps: int = 720, progress: bool = True,
              on_episode: Callable[[str, dict[str, Any]], None] | None = None,
-             indices: range | None = None) -> list[Path]:
+             image_variant: str = "bg_crop_pad", indices: range | None = None) -> list[Path]:
     """Record `episodes` demonstrations of `task` (a name, family or 'all') into `out/<GR00T folder>`,
     continuing whatever an earlier run left; returns the dataset folders. `on_episode(task, row)` is
     called as each episode is recorded. `indices` records only those episodes of the `episodes`: a shard
@@ -215,7 +220,7 @@ def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_qu
     indices = range(episodes) if indices is None else indices
     if not indices or indices[0] < 0 or indices[-1] >= episodes:
         raise ValueError(f"indices must be a non-empty range within 0..{episodes - 1}; got {indices}")
-    settings = DemoSettings(str(out), episodes, low_quality_fraction, seed_offset, image_size, max_steps)
+    settings = DemoSettings(str(out), episodes, low_quality_fraction, seed_offset, image_size, max_steps, image_variant)
     names = [spec.name for spec in resolve_tasks([task])]
     roots = {name: Path(out) / dataset_folder(name, episodes) for name in names}
     done = {name: _finished(root) for name, root in roots.items()}

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from lda_bench.policy import make_policy, policy_arguments
 from lda_bench.records import EpisodeRecord, EvalProtocol, RecordStore, SeedManifest, canonical_args, record_key
 from lda_bench.rollout import run_episode
+from tasks.images import default_size
 from tasks.specs import TaskSpec, get_task, resolve_tasks
 
 # One simulation per core: without these, BLAS and OpenMP thread pools of two workers fight over the cores
@@ -46,10 +47,12 @@ class EpisodeSettings:
     image_size: int
     video: bool
     policy_timeout_s: float | None
+    image_variant: str = "bg_crop_pad"
 
     @property
     def protocol(self) -> EvalProtocol:
-        return EvalProtocol(max_steps=self.max_steps, action_steps=self.action_steps, image_size=self.image_size)
+        return EvalProtocol(max_steps=self.max_steps, action_steps=self.action_steps, image_size=self.image_size,
+                            image_variant=self.image_variant)
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,8 @@ class EvalSummary:
 
 def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str | list[str] = "all", trials: int = 51,
              workers: int = 1, action_steps: int = 8, max_steps: int = 720, out: Path | str = "runs/eval",
-             video: bool = False, image_size: int = 224, progress: bool = True,
-             policy_timeout_s: float | None = None) -> EvalSummary:
+             video: bool = False, image_size: int | None = None, progress: bool = True,
+             policy_timeout_s: float | None = None, image_variant: str = "bg_crop_pad") -> EvalSummary:
     """Run the trials of `tasks` not yet recorded in `out`, then print and return the per-task summary.
 
     `policy_args` go to `make_policy` (strings are converted as on the command line). Trial i starts from
@@ -110,6 +113,7 @@ def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str 
     episode with a TimeoutError. With `video`, every episode is also written to `out/videos/`.
     """
     policy_args = dict(policy_args or {})
+    image_size = image_size or default_size(image_variant)
     policy_arguments(policy)  # an unknown policy name fails here, before any worker starts
     specs = resolve_tasks(tasks)
     check_positive(trials=trials, workers=workers, action_steps=action_steps, max_steps=max_steps,
@@ -117,7 +121,7 @@ def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str 
     if policy_timeout_s is not None and not policy_timeout_s > 0:
         raise ValueError(f"policy_timeout_s must be a positive number of seconds, got {policy_timeout_s!r}")
     settings = EpisodeSettings(policy, policy_args, str(out), action_steps, max_steps, image_size, video,
-                               policy_timeout_s)
+                               policy_timeout_s, image_variant)
     store = RecordStore(out)
     store.check(settings.protocol, policy, policy_args)  # refuse early; a worker claims the folder (see _Worker)
     recorded = store.recorded_keys()
@@ -235,7 +239,8 @@ class _Worker:
             from tasks.env import GR1TabletopEnv
 
             self.close_env()
-            self._env = GR1TabletopEnv(spec, image_size=self.settings.image_size)
+            self._env = GR1TabletopEnv(spec, image_size=self.settings.image_size,
+                                       image_variant=self.settings.image_variant)
             self._env.render()  # create the renderer now, so that its ~1 s is not charged to the first episode
             self._env_task = spec.name
         return self._env

@@ -133,7 +133,7 @@ def _experiment(data: Any, path: Path) -> Experiment:
     for i, policy in enumerate(experiment.train):
         if not policy.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise fail(f"train[{i}].name names its run folder: letters, digits, '-', '_' and '.' only; got {policy.name!r}")
-        if names.count(policy.name) > 1:
+        if policy.name in names[:i]:
             raise fail(f"train[{i}].name {policy.name!r} is given twice; each trained policy needs its own name")
         try:
             get_config(policy.preset)
@@ -372,7 +372,7 @@ def _run_jobs(experiment: Experiment, profile: str | None, folder: Path, functio
         for job, args in ended:
             running.remove((job, args))
             errors = _wait([job])
-            failures += [f"{describe(*args)}: {str(exc).strip().splitlines()[-1]}" for exc in errors]
+            failures += [f"{describe(*args)}: {_error_line(exc)}" for exc in errors]
             print(f"{describe(*args)}: {'failed' if errors else 'done'}", flush=True)
         if not ended:
             time.sleep(poll_s)
@@ -390,6 +390,12 @@ def _wait(jobs: list) -> list[Exception]:
         except Exception as exc:  # noqa: BLE001 - a failed job is reported once all have ended
             failures.append(exc)
     return failures
+
+
+def _error_line(exc: Exception) -> str:
+    """The last line of a failed job's traceback (submitit puts it between two rules, the log paths after)."""
+    parts = str(exc).split("-" * 22)
+    return (parts[1] if len(parts) > 2 else str(exc)).strip().splitlines()[-1]
 
 
 # ---- status -----------------------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class EvalProtocol:
     max_steps: int
     action_steps: int
     image_size: int | list[int]
+    image_variant: str = "bg_crop_pad"   # the picture `video.ego_view` holds (tasks/images.py)
+    scene_split: str = "eval"            # evaluations start from the evaluation split of scenes only
     suite: str = SUITE_VERSION
 
 

@@ -26,6 +26,7 @@ import submitit
 from lda_bench.evaluate import WORKER_ENVIRONMENT, EpisodeSettings, check_positive, run_episodes
 from lda_bench.policy import policy_arguments
 from lda_bench.records import EvalProtocol, RecordStore, canonical_args, record_key
+from tasks.images import default_size
 from tasks.specs import resolve_tasks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -134,17 +135,18 @@ class Sweep:
     out: Path
     max_steps: int = 720
     action_steps: int = 8
-    image_size: int = 224
+    image_size: int = 256
+    image_variant: str = "bg_crop_pad"
 
     def settings(self, policy: SweepPolicy) -> EpisodeSettings:
         return EpisodeSettings(policy=policy.name, policy_args=policy.args, run_dir=str(self.out / policy.folder),
                                action_steps=self.action_steps, max_steps=self.max_steps, image_size=self.image_size,
-                               video=False, policy_timeout_s=None)
+                               video=False, policy_timeout_s=None, image_variant=self.image_variant)
 
     def to_json(self) -> dict[str, Any]:
         return {"policies": [{**asdict(p), "folder": p.folder} for p in self.policies], "tasks": list(self.tasks),
                 "trials": self.trials, "max_steps": self.max_steps, "action_steps": self.action_steps,
-                "image_size": self.image_size}
+                "image_size": self.image_size, "image_variant": self.image_variant}
 
     @classmethod
     def load(cls, out: Path | str) -> Sweep:
@@ -158,7 +160,7 @@ class Sweep:
 
 def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | None = None,
                tasks: str | list[str] = "all", trials: int = 51, out: Path | str = "runs/sweep", max_steps: int = 720,
-               action_steps: int = 8, image_size: int = 224) -> Sweep:
+               action_steps: int = 8, image_size: int | None = None, image_variant: str = "bg_crop_pad") -> Sweep:
     """A sweep from command-line terms: `policy_args` maps a policy name (or "" for all) to its arguments."""
     policy_args = policy_args or {}
     unknown = sorted(set(policy_args) - set(policies) - {""})
@@ -166,11 +168,13 @@ def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | Non
         raise ValueError(f"policy arguments given for {unknown}, which the sweep does not run")
     for name in policies:
         policy_arguments(name)  # an unknown policy fails here, before anything is written or submitted
+    image_size = image_size or default_size(image_variant)
     check_positive(trials=trials, max_steps=max_steps, action_steps=action_steps, image_size=image_size)
     chosen = tuple(SweepPolicy(name, {**policy_args.get("", {}), **policy_args.get(name, {})})
                    for name in dict.fromkeys(policies))
     return Sweep(policies=chosen, tasks=tuple(spec.name for spec in resolve_tasks(tasks)), trials=trials,
-                 out=Path(out), max_steps=max_steps, action_steps=action_steps, image_size=image_size)
+                 out=Path(out), max_steps=max_steps, action_steps=action_steps, image_size=image_size,
+                 image_variant=image_variant)
 
 
 # ---- jobs.json ----------------------------------------------------------------------------------------------

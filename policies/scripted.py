@@ -174,7 +174,7 @@ class ScriptedExpert:
     def _object(self):
         """The task object's body, its rotation and the world centre of its bounding box, as they are now."""
         d = self.env.scene.sim.data._data
-        obj = self.env.scene.bodies[f"obj_{self.env.sample.object}"]
+        obj = self.env.scene.bodies[self.env.sample.object_body]
         obj_rot = d.xmat[obj.body_id].reshape(3, 3)
         return obj, obj_rot, d.xpos[obj.body_id] + obj_rot @ obj.asset.center
 

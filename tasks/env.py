@@ -1,8 +1,9 @@
 """The Gymnasium face of a task: GR00T's observation and action keys over a `TabletopScene`.
 
-Observations: `video.ego_view` (uint8 HxWx3 from the head camera), `state.left_arm` (7), `state.right_arm`
-(7), `state.left_hand` (6), `state.right_hand` (6), `state.waist` (3) in radians, and the instruction
-`annotation.human.coarse_action`. Actions: a dict of absolute joint targets with the same parts under
+Observations: `video.ego_view` (uint8 HxWx3 from the head camera, by default upstream's `bg_crop_pad` picture
+at 256 x 256, with both of upstream's 256-pixel variants under their own keys beside it: `tasks/images.py`),
+`state.left_arm` (7), `state.right_arm` (7), `state.left_hand` (6), `state.right_hand` (6), `state.waist` (3)
+in radians, and the instruction `annotation.human.coarse_action` with upstream's `unlocked_waist: ` prefix. Actions: a dict of absolute joint targets with the same parts under
 `action.*` (29 values), bounded by the joint limits. `info["success"]` is checked every step.
 """
 
@@ -15,14 +16,15 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from tasks import success
+from tasks import images, success
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, HAND_RANGE, LANGUAGE_KEY, ROBOSUITE_SLICES, VIDEO_KEY
 from tasks.robot import to_robosuite
-from tasks.sampling import SceneSample, sample_scene, validate_seed
+from tasks.assets import INSTANCE_SPLITS
+from tasks.sampling import SceneSample, sample_scene, validate_seed, validate_split
 from tasks.scene import EGOVIEW, TabletopScene
 from tasks.specs import TaskSpec, get_task
 
-_TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'-"
+_TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.:'-"
 # Robot parts the head camera never sees; leaving them out of the egoview makes it ~5x cheaper to draw.
 _EGOVIEW_PARTS = tuple(f"robot0_{side}_{link}" for side in "rl" for link in ("upper", "lower", "hand")) + (
     "robot0_right", "robot0_left", "gripper0")
@@ -30,17 +32,32 @@ _HIDDEN_GROUP = 5
 
 
 class GR1TabletopEnv(gym.Env):
-    """One RoboCasa-GR1 tabletop task. `reset(seed=s)` gives the same scene in any process."""
+    """One RoboCasa-GR1 tabletop task. `reset(seed=s)` gives the same scene in any process.
+
+    `scene_split` picks the stream of scenes seeds index: `eval` (evaluation trials, the default) or `train`
+    (demonstrations). `image_variant` is the picture `video.ego_view` holds (`tasks/images.py`);
+    `image_size` its size (default 256 for upstream's variants, 224 for `square`). `instances` is the half
+    of each object category's instances the novel tasks draw from: `A` (the 24 tasks) or `B` (held out, as
+    upstream's EvalPnPNovel...SplitB tasks).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, task: str | TaskSpec, image_size: int | tuple[int, int] = 224, render_mode: str | None = "rgb_array"):
+    def __init__(self, task: str | TaskSpec, image_size: int | tuple[int, int] | None = None,
+                 render_mode: str | None = "rgb_array", image_variant: str = images.DEFAULT_VARIANT,
+                 scene_split: str = "eval", instances: str = "A"):
         self.spec_ = task if isinstance(task, TaskSpec) else get_task(task)
-        self.image_hw = _image_hw(image_size)
+        self.image_variant = images.validate_variant(image_variant)
+        self.image_hw = _image_hw(image_size, image_variant)
+        self.scene_split = validate_split(scene_split)
+        if instances not in INSTANCE_SPLITS:
+            raise ValueError(f"instances must be one of {INSTANCE_SPLITS} (A: the 24 tasks' object instances; "
+                             f"B: the held-out ones), got {instances!r}")
+        self.instances = instances
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.render_mode = render_mode
-        self.scene = TabletopScene(self.spec_)
+        self.scene = TabletopScene(self.spec_, instances=instances)
         self.scene.reset()  # robosuite's own first reset builds controllers; later resets only re-place things
         m = self.scene.sim.model._model
         self._model, self._data = m, self.scene.sim.data._data
@@ -51,8 +68,11 @@ class GR1TabletopEnv(gym.Env):
         self.action_space = gym.spaces.Dict(OrderedDict(
             (f"action.{k}", gym.spaces.Box(low[k], high[k], dtype=np.float64)) for k in ACTION_KEYS))
         h, w = self.image_hw
+        side = images.DELIVERED
         self.observation_space = gym.spaces.Dict(OrderedDict(
             [(VIDEO_KEY, gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8))]
+            + [(key, gym.spaces.Box(0, 255, (side, side, 3), dtype=np.uint8))
+               for key in (() if image_variant == "square" else images.VARIANT_KEYS.values())]
             + [(f"state.{k}", gym.spaces.Box(low[k] - 0.1, high[k] + 0.1, dtype=np.float64)) for k in ACTION_KEYS]
             + [(LANGUAGE_KEY, gym.spaces.Text(max_length=256, min_length=1, charset=_TEXT_CHARSET))]))
         self._renderer: mujoco.Renderer | None = None
@@ -79,8 +99,8 @@ class GR1TabletopEnv(gym.Env):
         q = self._data.qpos
         return {part: q[self._qpos_index[part]].copy() for part in ACTION_KEYS}
 
-    def _observation(self, image: np.ndarray | None = None) -> dict:
-        obs = {VIDEO_KEY: self.render() if image is None else image}
+    def _observation(self) -> dict:
+        obs = images.deliver(self._render_frame(), self.image_variant, self.image_hw[0])
         obs.update({f"state.{k}": v for k, v in self.joint_state().items()})
         obs[LANGUAGE_KEY] = self.instruction
         return obs
@@ -92,10 +112,10 @@ class GR1TabletopEnv(gym.Env):
             validate_seed(seed)
         super().reset(seed=seed)
         scene_seed = seed if seed is not None else int(self.np_random.integers(2**31))
-        self.sample = sample_scene(self.spec_, scene_seed)
+        self.sample = sample_scene(self.spec_, scene_seed, self.scene_split, self.instances)
         mujoco.mj_resetData(self._model, self._data)
         self.scene.apply(self.sample)
-        self.instruction = self.spec_.instruction(self.sample.object)
+        self.instruction = self.spec_.language(self.sample.object)
         self.elapsed_steps = 0
         scene = {**self.sample.summary(), "arm_offset_scale": self.scene.arm_offset_scale}
         info = {"success": self._success(), "seed": scene_seed, "scene": scene, "instruction": self.instruction}
@@ -132,19 +152,25 @@ class GR1TabletopEnv(gym.Env):
         self.elapsed_steps += 1
 
     def _success(self) -> bool:
-        if not success.may_succeed(self.scene, f"obj_{self.sample.object}"):
+        if not success.may_succeed(self.scene, self.sample.object_body):
             return False
         return success.is_success(self.conditions())
 
     def conditions(self) -> dict[str, bool]:
         """Each success condition on its own (what failed, when an episode fails)."""
-        obj_key = f"obj_{self.sample.object}"
+        obj_key = self.sample.object_body
         if self.spec_.fixture:
             return success.fixture_conditions(success.measure_fixture(self.scene, obj_key))
-        distractors = [f"distractor_{name}" for name, _ in self.sample.distractors]
+        # Upstream's "no distractor in the container" looks at the second object on the source only.
+        distractors = [p.body for p in self.sample.distractors if p.role == "distractor_obj"]
         return success.novel_conditions(success.measure_novel(self.scene, obj_key, distractors))
 
     def render(self) -> np.ndarray:
+        """The egoview as `video.ego_view` delivers it."""
+        return images.deliver(self._render_frame(), self.image_variant, self.image_hw[0])[VIDEO_KEY]
+
+    def _render_frame(self) -> np.ndarray:
+        """One render of the head camera at the size the delivered pictures need."""
         if self._renderer is None:
             self._renderer = self._make_renderer()
         self._renderer.update_scene(self._data, camera=EGOVIEW, scene_option=self._scene_option)
@@ -161,7 +187,7 @@ class GR1TabletopEnv(gym.Env):
                     m.geom_group[g] == 0 or not body.startswith(_EGOVIEW_PARTS)):
                 m.geom_group[g] = _HIDDEN_GROUP
         self._scene_option.geomgroup[_HIDDEN_GROUP] = 0
-        h, w = self.image_hw
+        h, w = images.render_hw(self.image_variant, self.image_hw[0]) if self.image_variant != "square" else self.image_hw
         m.vis.global_.offwidth, m.vis.global_.offheight = max(w, m.vis.global_.offwidth), max(h, m.vis.global_.offheight)
         try:
             renderer = mujoco.Renderer(m, h, w)
@@ -184,13 +210,15 @@ class GR1TabletopEnv(gym.Env):
 BACKENDS = ("lda_bench", "robocasa")
 
 
-def make_env(task: str | TaskSpec, image_size: int | tuple[int, int] = 224, backend: str = "lda_bench",
-             render_mode: str | None = "rgb_array") -> gym.Env:
+def make_env(task: str | TaskSpec, image_size: int | tuple[int, int] | None = None, backend: str = "lda_bench",
+             render_mode: str | None = "rgb_array", image_variant: str = images.DEFAULT_VARIANT,
+             scene_split: str = "eval", instances: str = "A") -> gym.Env:
     """Build a task with this suite's own scenes (`lda_bench`) or upstream's robocasa package (`robocasa`)."""
     spec = task if isinstance(task, TaskSpec) else get_task(task)
-    hw = _image_hw(image_size)
+    hw = _image_hw(image_size, images.validate_variant(image_variant))
     if backend == "lda_bench":
-        return GR1TabletopEnv(spec, image_size=hw, render_mode=render_mode)
+        return GR1TabletopEnv(spec, image_size=hw, render_mode=render_mode, image_variant=image_variant,
+                              scene_split=scene_split, instances=instances)
     if backend == "robocasa":
         from tasks.upstream import make_upstream_env
 
@@ -198,8 +226,12 @@ def make_env(task: str | TaskSpec, image_size: int | tuple[int, int] = 224, back
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def _image_hw(image_size) -> tuple[int, int]:
+def _image_hw(image_size, variant: str) -> tuple[int, int]:
+    if image_size is None:
+        image_size = images.default_size(variant)
     size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
     if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and 16 <= v <= 2048 for v in size):
         raise ValueError(f"image_size must be an int or (height, width) between 16 and 2048 pixels, got {image_size!r}")
+    if variant != "square" and size[0] != size[1]:
+        raise ValueError(f"the {variant!r} picture is square; give one size, got {image_size!r} (or image_variant='square')")
     return int(size[0]), int(size[1])

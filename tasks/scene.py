@@ -1,10 +1,10 @@
 """A task spec becomes a robosuite environment: table, GR1, fixture, source, target, objects, distractors.
 
-The model is built once per environment (building takes seconds); each episode is a `SceneSample`
-(tasks/sampling.py) applied to it: poses, which object instance is in play, which distractors stand at the
-back edge, the door or drawer opening and the arm perturbation. Object instances not in play this episode
-are parked out of the scene (far away, no contacts, weight carried), so every episode of a task shares one
-model and a reset costs milliseconds instead of a rebuild.
+The model is built once per environment (building takes seconds) with every body a task's scenes may
+place (`tasks/sampling.py::scene_assets`); each episode is a `SceneSample` applied to it: the robot's base,
+poses, which object instances and distractors are in play, the door or drawer opening and the arms' start.
+Bodies not in play this episode are parked out of the scene (far away, no contacts, weight carried), so
+every episode of a task shares one model and a reset costs milliseconds instead of a rebuild.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from robosuite.models.tasks import ManipulationTask
 from tasks import assets
 from tasks.meshes import lighten_visual_meshes
 from tasks.robot import ROBOT_NAME, controller_config
-from tasks.sampling import DISTRACTORS, FIXTURE_POSE, TABLE_TOP_Z, SceneSample
+from tasks.sampling import FIXTURE_POSE, TABLE_SIZE, TABLE_TOP_Z, SceneSample, scene_assets
 from tasks.specs import TaskSpec
 from tasks.success import touching
 
-TABLE_SIZE = (0.7, 1.3, 0.05)
+TABLE_THICKNESS = 0.05
 PARK_ORIGIN = np.array([0.0, 0.0, -5.0])      # unused instances wait here, under the floor, out of view
 ARM_OFFSET_SCALES = (1.0, 0.5, 0.25, 0.0)      # the arm perturbation, shrunk until the arms start clear
 SETTLE_STEPS = 4                               # control steps after placing, before the first observation
@@ -55,8 +55,9 @@ class Body:
 class TabletopScene(ManipulationEnv):
     """robosuite environment for one `TaskSpec`; `apply(sample)` sets up an episode."""
 
-    def __init__(self, spec: TaskSpec, fast_control: bool = True, **kwargs):
+    def __init__(self, spec: TaskSpec, fast_control: bool = True, instances: str = "A", **kwargs):
         self.spec = spec
+        self.instances = instances
         self.fast_control = fast_control
         super().__init__(robots=ROBOT_NAME, controller_configs=controller_config(), gripper_types="default",
                          initialization_noise=None, use_camera_obs=False, has_renderer=False,
@@ -68,24 +69,17 @@ class TabletopScene(ManipulationEnv):
     def _load_model(self):
         super()._load_model()
         robot = self.robots[0].robot_model
-        robot.set_base_xpos(robot.base_xpos_offset["table"](TABLE_SIZE[0]))
-        _add_egoview(robot)
+        _add_egoview(robot)   # the base is placed per episode (`apply`)
         lighten_visual_meshes(robot)
-        arena = TableArena(table_full_size=TABLE_SIZE, table_friction=(1.0, 0.005, 0.0001),
+        arena = TableArena(table_full_size=(*TABLE_SIZE, TABLE_THICKNESS), table_friction=(1.0, 0.005, 0.0001),
                            table_offset=(0, 0, TABLE_TOP_Z))
         arena.set_origin([0, 0, 0])
         spec = self.spec
         self.bodies: dict[str, Body] = {}
-        # Task objects: one instance per candidate; distractors: one instance per kind.
-        for name in spec.objects:
-            self._add(f"obj_{name}", assets.OBJECTS[name].scaled(spec.object_scale), free=True)
-        for name in DISTRACTORS:
-            self._add(f"distractor_{name}", assets.OBJECTS[name], free=True)
+        for key, asset in scene_assets(spec, self.instances).items():
+            self._add(key, asset, free=True)
         if spec.fixture:
             self._add("fixture", assets.FIXTURES[spec.fixture], free=False, pos=FIXTURE_POSE[spec.fixture])
-        else:
-            self._add("source", assets.CONTAINERS[spec.source], free=True)
-            self._add("target", assets.CONTAINERS[spec.target], free=True)
         self.model = ManipulationTask(mujoco_arena=arena, mujoco_robots=[robot],
                                       mujoco_objects=[b.obj for b in self.bodies.values()])
 
@@ -112,6 +106,7 @@ class TabletopScene(ManipulationEnv):
                 b.joint_qpos_addr = m.jnt_qposadr[jid]
                 b.moving_body_id = m.jnt_bodyid[jid]
         robot_root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self.robots[0].robot_model.root_body)
+        self.robot_base_id = robot_root
         self.robot_geom_mask = np.isin(m.geom_bodyid, [i for i in range(m.nbody) if is_descendant(m, i, robot_root)])
         self.table_geom_mask = np.zeros(m.ngeom, dtype=bool)
         self.table_geom_mask[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")] = True
@@ -143,8 +138,8 @@ class TabletopScene(ManipulationEnv):
         """Place everything as `sample` says; unused instances are parked."""
         m, d = self.sim.model._model, self.sim.data._data
         contype, conaffinity = self._geom_defaults
-        in_play = {f"obj_{sample.object}": sample.object_pose}
-        in_play.update({f"distractor_{name}": pose for name, pose in sample.distractors})
+        in_play = {sample.object_body: sample.object_pose}
+        in_play.update({p.body: p.pose for p in sample.distractors})
         if sample.source_pose is not None:
             in_play["source"], in_play["target"] = sample.source_pose, sample.target_pose
         parked = 0
@@ -169,11 +164,12 @@ class TabletopScene(ManipulationEnv):
             f = self.bodies["fixture"]
             d.qpos[f.joint_qpos_addr] = sample.fixture_open * f.asset.joint.open_value
         robot = self.robots[0]
-        placed = np.any([self.bodies[key].geom_mask for key in in_play], axis=0)
-        # A perturbed arm must not start inside what stands on the table (a hand resting in a tall bottle's
-        # neck knocks it over as the scene settles): the perturbation is halved until the arms are clear.
+        m.body_pos[self.robot_base_id] = sample.robot_base
+        placed = np.any([self.bodies[key].geom_mask for key in in_play], axis=0) | self.table_geom_mask
+        # A perturbed arm must not start inside the table or what stands on it (a hand resting in a tall
+        # bottle's neck knocks it over as the scene settles): the perturbation is halved until the arms are clear.
         for scale in ARM_OFFSET_SCALES:
-            qpos = robot.init_qpos + np.concatenate([np.zeros(3), scale * sample.arm_offset])
+            qpos = np.concatenate([sample.waist, sample.arm_qpos + scale * sample.arm_offset])
             d.qpos[robot._ref_joint_pos_indexes] = qpos
             d.qvel[robot._ref_joint_vel_indexes] = 0.0
             for arm in robot.arms:

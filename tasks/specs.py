@@ -16,6 +16,8 @@ FIXTURE_FAMILIES = ("drawer", "cabinet", "microwave")
 NOVEL_OBJECTS = ("sweet_potato", "bell_pepper", "lemon", "croissant", "pear",
                  "squash", "cupcake", "can", "tomato", "eggplant")
 GYM_NAMESPACE = "lda_bench"
+# What upstream's GR1ArmsAndWaistFourierHands environments put before every instruction they deliver.
+LANGUAGE_PREFIX = "unlocked_waist: "
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class TaskSpec:
     def instruction(self, obj: str) -> str:
         return self.instruction_template.format(obj=obj.replace("_", " "), src=_words(self.source),
                                                 dst=_words(self.target))
+
+    def language(self, obj: str) -> str:
+        """The instruction as the environment delivers it (`annotation.human.coarse_action`)."""
+        return LANGUAGE_PREFIX + self.instruction(obj)
 
 
 def _words(asset: str | None) -> str:

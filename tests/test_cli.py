@@ -18,7 +18,7 @@ def test_tasks_list_shows_all_24_with_family_and_instruction():
 
 def test_tasks_show_writes_the_egoview(tmp_path):
     image = tmp_path / "scene.png"
-    out = run("tasks", "show", "PnP Novel From Tray To Pot", "--seed", "4", "--image", str(image), "--size", "128")
+    out = run("tasks", "show", "PnP Novel From Tray To Pot", "--seed", "4", "--image", str(image), "--image-size", "128")
     assert out.returncode == 0, out.stderr
     assert Image.open(image).size == (128, 128)
     assert "seed 4" in out.stdout

@@ -22,16 +22,17 @@ def test_gymnasium_checker_and_observation_layout(task_env, task):
     env = task_env(task)
     check_env(env, skip_render_check=False)
     obs, info = env.reset(seed=0)
-    assert obs["video.ego_view"].dtype == np.uint8 and obs["video.ego_view"].shape == (224, 224, 3)
+    for key in ("video.ego_view", "video.ego_view_pad_res256_freq20", "video.ego_view_bg_crop_pad_res256_freq20"):
+        assert obs[key].dtype == np.uint8 and obs[key].shape == (256, 256, 3)
     for key in STATE_KEYS:
         assert obs[key].shape == (ACTION_DIMS[key.split(".")[1]],)
-    assert obs["annotation.human.coarse_action"] == env.spec_.instruction(env.sample.object)
+    assert obs["annotation.human.coarse_action"] == "unlocked_waist: " + env.spec_.instruction(env.sample.object)
     assert info["success"] is False
     assert obs["video.ego_view"].std() > 10      # a picture, not a blank frame
 
 
 def test_gym_make_by_id_with_time_limit():
-    env = gym.make("lda_bench/PnPCanToDrawerClose-v0", image_size=(64, 96))
+    env = gym.make("lda_bench/PnPCanToDrawerClose-v0", image_size=(64, 96), image_variant="square")
     obs, _ = env.reset(seed=3)
     assert obs["video.ego_view"].shape == (64, 96, 3)
     action = {f"action.{k}": obs[f"state.{k}"] for k in ACTION_KEYS}
