@@ -335,8 +335,7 @@ def run_report(out: Path, experiment: Experiment) -> None:
             print(f"wrote {path}", flush=True)
 
 
-STAGES = (("demonstrations", run_demos), ("training", run_training), ("evaluation", run_evaluation),
-          ("report", run_report))
+STAGES = (run_demos, run_training, run_evaluation, run_report)
 
 
 def run_experiment(path: Path | str, out: Path | str | None = None) -> Path:
@@ -344,7 +343,7 @@ def run_experiment(path: Path | str, out: Path | str | None = None) -> Path:
     experiment = load_experiment(path)
     out = Path(out or Path("runs") / Path(path).stem)
     claim(experiment, out)
-    for name, run in STAGES:
+    for run in STAGES:
         run(out, experiment)
     return out
 

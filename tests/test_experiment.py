@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lda_bench.cli import main
-from lda_bench.experiment import ExperimentError, claim, experiment_status, load_experiment
+from lda_bench.experiment import claim, experiment_status, load_experiment
 from lda_bench.lerobot import LeRobotDataset
 from lda_bench.records import RecordStore
 
