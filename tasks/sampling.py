@@ -17,6 +17,7 @@ whole scene over (from the same generator, so the result is still a function of 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -192,6 +193,7 @@ def confuser_kinds(spec: TaskSpec) -> dict[str, tuple[str, ...]]:
             (("distractor_source", SOURCES), ("distractor_target", TARGETS)) if role in roles}
 
 
+@functools.cache
 def scene_assets(spec: TaskSpec, instances: str = "A") -> dict[str, assets.Asset]:
     """Every body a task's scenes may place, by its key in the scene: one model serves every episode."""
     if spec.fixture:
@@ -373,18 +375,32 @@ def footprint(asset, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
     and its height range (parts, 2), as `TabletopScene.apply` places it."""
     x, y, z, yaw = pose
     c, s = np.cos(yaw), np.sin(yaw)
-    rotation = np.array([[c, -s], [s, c]])
-    signs = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)
-    parts = [p for p in asset.parts if p.collide]
-    centers = np.array([p.pos for p in parts])
-    halves = np.array([p.half_extents() for p in parts])
-    outline = (centers[:, None, :2] + signs[None] * halves[:, None, :2]) @ rotation.T + np.array([x, y])
-    heights = z - asset.bottom + centers[:, 2:] + np.array([-1.0, 1.0]) * halves[:, 2:]
-    return outline, heights
+    corners, heights = _part_boxes(asset)
+    return corners @ np.array([[c, s], [-s, c]]) + np.array([x, y]), heights + z
+
+
+_SIGNS = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)
+_BOXES: dict[int, tuple] = {}
+
+
+def _part_boxes(asset) -> tuple[np.ndarray, np.ndarray]:
+    """The asset's colliding parts as outline corners and height ranges in its own frame (computed once)."""
+    cached = _BOXES.get(id(asset))
+    if cached is None or cached[0] is not asset:
+        parts = [p for p in asset.parts if p.collide]
+        centers = np.array([p.pos for p in parts])
+        halves = np.array([p.half_extents() for p in parts])
+        corners = centers[:, None, :2] + _SIGNS[None] * halves[:, None, :2]
+        heights = centers[:, 2:] - asset.bottom + np.array([-1.0, 1.0]) * halves[:, 2:]
+        cached = _BOXES[id(asset)] = (asset, corners, heights)
+    return cached[1], cached[2]
 
 
 def footprints_overlap(a, b, margin: float = FOOTPRINT_MARGIN) -> bool:
     """Whether a part of `a` comes within `margin` of a part of `b` on the table, at heights they share."""
+    lo_a, hi_a, lo_b, hi_b = a[0].min(axis=(0, 1)), a[0].max(axis=(0, 1)), b[0].min(axis=(0, 1)), b[0].max(axis=(0, 1))
+    if np.any(lo_a > hi_b + margin) or np.any(lo_b > hi_a + margin):
+        return False                  # their bounding boxes are apart: most pairs end here
     for outline_a, (lo_a, hi_a) in zip(*a):
         for outline_b, (lo_b, hi_b) in zip(*b):
             if lo_a < hi_b and lo_b < hi_a and _outlines_overlap(outline_a, outline_b, margin):

@@ -86,8 +86,11 @@ class TabletopScene(ManipulationEnv):
     def _add(self, key, a: assets.Asset, free: bool, pos=None):
         obj = MujocoXMLObject(assets.mjcf_file(a), name=key, joints=[dict(type="free", damping="0.0005")] if free else None,
                               obj_type="all", duplicate_collision_geoms=False)
-        if pos is not None:
-            obj.get_obj().set("pos", " ".join(str(v) for v in (pos[0], pos[1], TABLE_TOP_Z - a.bottom)))
+        if free:  # each in its own parking place from the start: dozens of bodies in one spot make a slow first step
+            pos = _park_position(len(self.bodies))
+        else:
+            pos = (pos[0], pos[1], TABLE_TOP_Z - a.bottom)
+        obj.get_obj().set("pos", " ".join(str(v) for v in pos))
         self.bodies[key] = Body(a, obj, free)
 
     def _setup_references(self):
@@ -112,9 +115,8 @@ class TabletopScene(ManipulationEnv):
         self.table_geom_mask[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")] = True
         self.hand_site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name) for name in HAND_SITES]
         self._geom_defaults = (m.geom_contype.copy(), m.geom_conaffinity.copy())
-        # MuJoCo 3.9's native convex collider reports a deep false contact between an ellipsoid resting on a
-        # thin box (a lemon on the placemat is launched at reset); libccd gets it right.
-        m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_NATIVECCD
+        # MuJoCo's native convex collider stays on: libccd sinks a thin disc standing on the wide table (the
+        # paper towel's and the plate's bases) and flings it off within 0.2 s.
 
     def _reset_internal(self):
         super()._reset_internal()  # (re)creates robosuite's controllers, whose gains ours copy
@@ -142,8 +144,7 @@ class TabletopScene(ManipulationEnv):
         in_play.update({p.body: p.pose for p in sample.distractors})
         if sample.source_pose is not None:
             in_play["source"], in_play["target"] = sample.source_pose, sample.target_pose
-        parked = 0
-        for key, b in self.bodies.items():
+        for index, (key, b) in enumerate(self.bodies.items()):
             if not b.free:
                 continue
             if key in in_play:
@@ -153,8 +154,7 @@ class TabletopScene(ManipulationEnv):
                 m.geom_contype[b.geom_ids], m.geom_conaffinity[b.geom_ids] = contype[b.geom_ids], conaffinity[b.geom_ids]
                 m.body_gravcomp[b.subtree] = 0.0
             else:
-                pos, quat = PARK_ORIGIN + np.array([parked * 0.5, 0.0, 0.0]), np.array([1.0, 0, 0, 0])
-                parked += 1
+                pos, quat = _park_position(index), np.array([1.0, 0, 0, 0])
                 m.geom_contype[b.geom_ids] = 0
                 m.geom_conaffinity[b.geom_ids] = 0
                 m.body_gravcomp[b.subtree] = 1.0
@@ -237,6 +237,10 @@ class JointTargetControl:
             d.ctrl[act] = np.clip(torque / self.gear[act], self.low[act], self.high[act])
         for sl, act, expand in self.hands:
             d.ctrl[act] = np.clip(self.goal[sl][expand], self.low[act], self.high[act])
+
+
+def _park_position(index: int) -> np.ndarray:
+    return PARK_ORIGIN + np.array([index % 10, index // 10, 0.0]) * 0.6
 
 
 def _add_egoview(robot) -> None:

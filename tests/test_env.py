@@ -112,7 +112,7 @@ def test_scene_is_settled_before_the_first_observation(task_env):
 def _displaced(env) -> list[str]:
     """What the settled scene holds away from where the sample put it (over 1 cm off, or tipped)."""
     d, sample = env.scene.sim.data._data, env.sample
-    poses = {f"obj_{sample.object}": sample.object_pose, **{f"distractor_{n}": p for n, p in sample.distractors}}
+    poses = {sample.object_body: sample.object_pose, **{p.body: p.pose for p in sample.distractors}}
     if sample.source_pose is not None:
         poses.update(source=sample.source_pose, target=sample.target_pose)
     out = []
