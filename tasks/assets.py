@@ -160,6 +160,12 @@ class Asset:
         return max(p.pos[2] + p.half_extents()[2] for p in self.parts)
 
     @property
+    def surface(self) -> float:
+        """Height of what an object set on the asset's centre rests on (a tray's floor, not its rim)."""
+        return max(p.pos[2] + p.half_extents()[2] for p in self.parts
+                   if p.collide and np.all(np.abs(p.pos[:2]) <= p.half_extents()[:2]))
+
+    @property
     def horizontal_radius(self) -> float:
         return max(math.hypot(abs(p.pos[0]) + p.half_extents()[0], abs(p.pos[1]) + p.half_extents()[1])
                    for p in self.parts)
@@ -362,9 +368,11 @@ CONTAINERS: dict[str, Asset] = {
                            interior=Region((0, 0, 0.06), (0.15, 0.11, 0.04)), kind="container"),
     "placemat": Asset("placemat", (Part("box", (0.16, 0.12, 0.005), (0, 0, 0.005), _rgba(0.25, 0.45, 0.65)),), 0.15,
                       interior=Region((0, 0, 0.05), (0.16, 0.12, 0.045)), kind="container"),
-    "plate": Asset("plate", tuple([Part("cylinder", (0.09, 0.005), (0, 0, 0.005), WHITE)]
-                                  + _ring(0.1, 0.016, 0.02, 14, WHITE, z0=0.012, flare=0.5)), 0.4,
-                   interior=Region((0, 0, 0.05), (0.1, 0.1, 0.045)), kind="container"),
+    # A dinner plate, 24 cm across: wide enough that most of what stands within 5 cm of its centre
+    # (upstream's placement) rests on its flat, not tilted against its rim.
+    "plate": Asset("plate", tuple([Part("cylinder", (0.105, 0.005), (0, 0, 0.005), WHITE)]
+                                  + _ring(0.113, 0.012, 0.016, 18, WHITE, z0=0.01, flare=0.6)), 0.45,
+                   interior=Region((0, 0, 0.05), (0.113, 0.113, 0.045)), kind="container"),
     "tray": Asset("tray", tuple([Part("box", (0.17, 0.125, 0.005), (0, 0, 0.005), _rgba(0.3, 0.3, 0.32))]
                                 + _walls(0.17, 0.125, 0.02, 0.01, _rgba(0.3, 0.3, 0.32), z0=0.01)), 0.6,
                   interior=Region((0, 0, 0.05), (0.16, 0.115, 0.045)), kind="container"),

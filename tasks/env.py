@@ -24,7 +24,7 @@ from tasks.sampling import SceneSample, sample_scene, validate_seed, validate_sp
 from tasks.scene import EGOVIEW, TabletopScene
 from tasks.specs import TaskSpec, get_task
 
-_TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.:'-"
+_TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.:_'-"
 # Robot parts the head camera never sees; leaving them out of the egoview makes it ~5x cheaper to draw.
 _EGOVIEW_PARTS = tuple(f"robot0_{side}_{link}" for side in "rl" for link in ("upper", "lower", "hand")) + (
     "robot0_right", "robot0_left", "gripper0")

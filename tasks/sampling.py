@@ -56,7 +56,8 @@ SIMILAR = {"tray": ("cutting_board",), "cutting_board": ("tray",), "basket": ("t
 VEGETABLES = ("tomato", "bell_pepper", "eggplant", "squash", "lemon", "sweet_potato")
 BACK_EDGE_ITEMS = ("chips", "cereal", "book", "candle")   # one of them at the novel tasks' back edge, p = 0.5
 FOOTPRINT_MARGIN = 0.01          # the least gap between two things on the table at a shared height
-PLACEMENT_TRIES = 100            # draws for one placement (upstream: 100 for optional ones)
+PLACEMENT_TRIES = {False: 100, True: 300}    # draws for an optional / a required one before the scene is redrawn
+OBJECT_TRIES = 60                # draws for an object in its container's 10 cm square
 SCENE_TRIES = 50                 # whole scenes drawn before a task is declared impossible
 
 # Per novel task (source, target): which of upstream's confusers it has (distractor_config_for_posttrain):
@@ -239,10 +240,11 @@ class _Table:
     def __init__(self, rng, bodies):
         self.rng, self.bodies, self.taken = rng, bodies, []
 
-    def place(self, body: str, draw, inside: Region | None = None, required: bool = True) -> Pose | None:
+    def place(self, body: str, draw, inside: Region | None = None, required: bool = True,
+              tries: int | None = None) -> Pose | None:
         """The first pose from `draw()` clear of everything placed (and, with `inside`, wholly in that region)."""
         asset = self.bodies[body]
-        for _ in range(PLACEMENT_TRIES):
+        for _ in range(tries or PLACEMENT_TRIES[required]):
             pose = draw()
             shape = footprint(asset, pose)
             if inside is not None and not _within(shape[0], inside):
@@ -269,10 +271,19 @@ QUARTER, EIGHTH = (-math.pi / 2, math.pi / 2), (-math.pi / 4, math.pi / 4)
 
 
 def _on(table: _Table, body: str, under: Pose, under_asset: assets.Asset, required=True) -> Pose | None:
-    """An object within +-5 cm of a container's centre, resting on its top."""
+    """An object within +-5 cm of a container's centre, resting on its floor, or on its rim where it
+    reaches over the rim (upstream drops it from 1 cm above the container's top)."""
     x, y, z, _ = under
     region = ((x - OBJECT_ON_SOURCE, x + OBJECT_ON_SOURCE), (y - OBJECT_ON_SOURCE, y + OBJECT_ON_SOURCE))
-    return table.place(body, table.uniform(region, EIGHTH, z + under_asset.top), required=required)
+    on_floor = table.uniform(region, EIGHTH, z + under_asset.surface)
+    support = footprint(under_asset, under)
+
+    def draw() -> Pose:
+        pose = on_floor()
+        if footprints_overlap(footprint(table.bodies[body], pose), support, margin=0.0):
+            return pose[0], pose[1], z + under_asset.top, pose[3]
+        return pose
+    return table.place(body, draw, required=required, tries=OBJECT_TRIES)
 
 
 def _draw_novel(spec, rng, bodies, seed, split, instances) -> SceneSample:

@@ -30,7 +30,7 @@ from tasks.success import touching
 TABLE_THICKNESS = 0.05
 PARK_ORIGIN = np.array([0.0, 0.0, -5.0])      # unused instances wait here, under the floor, out of view
 ARM_OFFSET_SCALES = (1.0, 0.5, 0.25, 0.0)      # the arm perturbation, shrunk until the arms start clear
-SETTLE_STEPS = 4                               # control steps after placing, before the first observation
+SETTLE_STEPS = 10                              # control steps after placing, before the first observation (upstream: 0.5 s)
 EGOVIEW = "robot0_egoview"
 HAND_SITES = ("gripper0_right_grip_site", "gripper0_left_grip_site")   # where success measures the hands
 

@@ -88,7 +88,8 @@ def test_a_hold_episode_on_the_real_task_is_recorded_in_full(task_env):
     assert (record.success, record.first_success_step, record.steps, record.error) == (False, None, 12, None)
     assert record.instruction == env.reset(seed=2)[1]["instruction"] and record.object == "can"
     assert record.protocol["max_steps"] == 12 and record.protocol["action_steps"] == 8
-    assert record.protocol["image_size"] == 224 and record.wall_time_s > 0
+    assert record.protocol["image_size"] == 256 and record.protocol["image_variant"] == "bg_crop_pad"
+    assert record.protocol["scene_split"] == "eval" and record.wall_time_s > 0
 
 
 class FailingPolicy(CountingPolicy):
@@ -185,5 +186,5 @@ def test_a_filmed_episode_writes_an_mp4_at_every_step_and_runs_the_same_physics(
         assert stream.average_rate == 20
     assert len(frames) == 11  # the first observation, then one per control step
     height, width = frames[0].shape[:2]
-    assert width == 224 and height > 224 and height % 2 == 0  # the caption band sits under the picture
-    assert frames[0][224:].max() > 200, "no caption drawn"
+    assert width == 256 and height > 256 and height % 2 == 0  # the caption band sits under the picture
+    assert frames[0][256:].max() > 200, "no caption drawn"

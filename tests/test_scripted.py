@@ -68,7 +68,7 @@ def test_expert_lifts_the_object(task_env, task, seed):
     obs, _ = env.reset(seed=seed)
     expert.reset(task, env.instruction)
     data = env.scene.sim.data._data
-    body = env.scene.bodies[f"obj_{env.sample.object}"].body_id
+    body = env.scene.bodies[env.sample.object_body].body_id
     start = data.xpos[body][2]
     rise = 0.0
     while env.elapsed_steps < 240:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tasks import success
+from tasks.sampling import TABLE_TOP_Z
 from tasks.success import (FixtureState, NovelState, door_state, fixture_conditions, interior_frame, is_success,
                            novel_conditions)
 
@@ -63,6 +64,13 @@ def _place(scene, key, pos, quat=(1, 0, 0, 0)):
     mujoco.mj_forward(m, d)
 
 
+def _interior_point(scene) -> np.ndarray:
+    """The world position of the centre of the fixture's interior."""
+    d = scene.sim.data._data
+    frame = interior_frame(scene)
+    return d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(scene.bodies["fixture"].asset.interior.center)
+
+
 def _settle(env, steps=10):
     hold = {f"action.{k}": v for k, v in env.joint_state().items()}
     for _ in range(steps):
@@ -80,14 +88,10 @@ def test_fixture_success_on_the_scene(task_env, task):
     env = task_env(task)
     env.reset(seed=2)
     scene = env.scene
-    obj = f"obj_{env.sample.object}"
+    obj = env.sample.object_body
     assert env.conditions() == {"object_inside": False, "closed": False}
-    fixture = scene.bodies["fixture"]
     _set_door(scene, 0.0)
-    frame = interior_frame(scene)
-    d = scene.sim.data._data
-    centre = d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ np.asarray(fixture.asset.interior.center)
-    _place(scene, obj, centre)
+    _place(scene, obj, _interior_point(scene))
     assert env.conditions() == {"object_inside": True, "closed": True}
     assert env._success()
     _set_door(scene, 0.006)   # just open
@@ -110,7 +114,7 @@ def test_an_object_standing_on_the_fixture_floor_is_inside(task_env, task):
     d = scene.sim.data._data
     region = fixture.asset.interior
     floor = d.xpos[frame] + d.xmat[frame].reshape(3, 3) @ (np.asarray(region.center) - [0, 0, region.half[2]])
-    _place(scene, f"obj_{env.sample.object}", floor + [0, 0, 0.002])
+    _place(scene, env.sample.object_body, floor + [0, 0, 0.002])
     _settle(env, 20)
     assert env.conditions() == {"object_inside": True, "closed": True}
 
@@ -121,7 +125,7 @@ def test_novel_success_on_the_scene(task_env, task):
     env.reset(seed=4)
     scene = env.scene
     d = scene.sim.data._data
-    obj = f"obj_{env.sample.object}"
+    obj = env.sample.object_body
     assert not env.conditions()["in_receptacle"]
     assert env.conditions()["container_upright"]
     # Drop the object into the container (the tier region or just above the floor) and let it settle.
@@ -149,7 +153,7 @@ def test_an_object_standing_on_the_top_tier_is_in_it(task_env, task, seed):
     env.reset(seed=seed)
     scene = env.scene
     d = scene.sim.data._data
-    obj = f"obj_{env.sample.object}"
+    obj = env.sample.object_body
     target = scene.bodies["target"]
     surface = max(p.pos[2] + p.half_extents()[2] for p in target.asset.parts if p.kind == "box" and p.pos[2] > 0.1
                   and p.half_extents()[2] < 0.01)              # the upper tier's board
@@ -159,11 +163,11 @@ def test_an_object_standing_on_the_top_tier_is_in_it(task_env, task, seed):
 
 
 def test_object_on_the_table_touches_it(task_env):
-    env = task_env("PnP Novel From Plate To Bowl")
+    env = task_env("PnP Novel From Tray To Pot")      # no confusers: the table's left is clear
     env.reset(seed=5)
     scene = env.scene
-    obj = f"obj_{env.sample.object}"
-    _place(scene, obj, np.array([-0.05, -0.45, 0.8 - scene.bodies[obj].asset.bottom + 0.002]))
+    obj = env.sample.object_body
+    _place(scene, obj, np.array([-0.1, 0.4, TABLE_TOP_Z - scene.bodies[obj].asset.bottom + 0.002]))
     _settle(env, 8)
     state = success.measure_novel(scene, obj, [])
     assert state.object_touches_table and not state.object_touches_container
@@ -174,9 +178,9 @@ def test_distractor_inside_the_container_is_seen(task_env):
     env.reset(seed=6)
     scene = env.scene
     d = scene.sim.data._data
-    name = env.sample.distractors[0][0]
+    name = next(p.body for p in env.sample.distractors if p.role == "distractor_obj")
     target = scene.bodies["target"]
-    _place(scene, f"distractor_{name}", d.xpos[target.body_id] + np.array([0, 0, 0.03]))
+    _place(scene, name, d.xpos[target.body_id] + np.array([0, 0, 0.03]))
     assert not env.conditions()["no_distractor_inside"]
 
 
@@ -185,10 +189,10 @@ def test_hands_far_or_near_the_container(task_env):
     env.reset(seed=7)
     scene = env.scene
     d = scene.sim.data._data
-    obj = f"obj_{env.sample.object}"
+    obj = env.sample.object_body
     hand = d.site_xpos[scene.hand_site_ids[0]].copy()
-    _place(scene, "target", np.array([0.25, 0.0, 0.81]))       # far from both hands
-    _place(scene, obj, np.array([0.25, 0.0, 0.9]))
+    _place(scene, "target", np.array([0.25, 0.0, TABLE_TOP_Z + 0.01]))       # far from both hands
+    _place(scene, obj, np.array([0.25, 0.0, TABLE_TOP_Z + 0.1]))
     assert min(success.measure_novel(scene, obj, []).hand_to_container) > 0.25
     _place(scene, "target", hand + np.array([0.0, 0.0, -0.1]))  # right under the right hand
     assert not env.conditions()["hands_away"]
@@ -202,6 +206,8 @@ def test_a_door_pushed_shut_stays_shut(task_env, task):
     scene = env.scene
     m, d = scene.sim.model._model, scene.sim.data._data
     dof = m.jnt_dofadr[m.body_jntadr[scene.bodies["fixture"].moving_body_id]]
+    # The object starts in front of the fixture, where the door sweeps: set it inside, out of the door's way.
+    _place(scene, env.sample.object_body, _interior_point(scene))
     _set_door(scene, 0.2)
     widest = 0.0
     for torque in (0.5, 1.0, 2.0):                      # N m, as a hand pushes it
