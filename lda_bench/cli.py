@@ -29,7 +29,8 @@ def _tasks_show(args) -> None:
 
     from tasks.env import GR1TabletopEnv
 
-    env = GR1TabletopEnv(args.name, image_size=args.image_size, image_variant=args.image_variant)
+    env = GR1TabletopEnv(args.name, image_size=args.image_size, image_variant=args.image_variant,
+                         instances=args.instances)
     obs, info = env.reset(seed=args.seed)
     Image.fromarray(obs["video.ego_view"]).save(args.image)
     env.close()
@@ -116,6 +117,12 @@ def _image_options(parser) -> None:
                         help="video.ego_view's side in pixels (default 256; 224 for --image-variant square)")
 
 
+def _instance_option(parser) -> None:
+    parser.add_argument("--instances", choices=("A", "B"), default="A",
+                        help="object instances of the novel tasks: A (the 24 tasks, default) or B (held out, as "
+                             "upstream's EvalPnPNovel...SplitB: a generalisation run)")
+
+
 def _policy_args(pairs: list[str] | None) -> dict[str, str]:
     """`--policy-arg key=value` (repeatable) -> {key: value}; values stay strings for `make_policy` to convert."""
     parsed = {}
@@ -133,7 +140,7 @@ def _eval(args) -> None:
     evaluate(args.policy, _policy_args(args.policy_arg), tasks=args.task, trials=args.trials, workers=args.workers,
              action_steps=args.action_steps, max_steps=args.max_steps, out=args.out, video=args.video,
              image_size=args.image_size, progress=not args.no_progress, policy_timeout_s=args.policy_timeout,
-             image_variant=args.image_variant)
+             image_variant=args.image_variant, instances=args.instances)
 
 
 def _policies_list(args) -> None:
@@ -188,7 +195,8 @@ def _sweep(args) -> None:
         by_policy.setdefault(policy, []).append(f"{key}{sep}{value}")
     sweep = make_sweep(args.policy, {policy: _policy_args(pairs) for policy, pairs in by_policy.items()},
                        tasks=args.tasks or "all", trials=args.trials, out=args.out, max_steps=args.max_steps,
-                       action_steps=args.action_steps, image_size=args.image_size, image_variant=args.image_variant)
+                       action_steps=args.action_steps, image_size=args.image_size, image_variant=args.image_variant,
+                       instances=args.instances)
     profile = ClusterProfile.load(args.profile) if args.profile else None
     run_sweep(sweep, args.executor, profile, **({"shard_size": args.shard_size} if args.shard_size else {}))
 
@@ -227,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--image", default="egoview.png")
     _image_options(show)
+    _instance_option(show)
     show.set_defaults(func=_tasks_show)
 
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
@@ -308,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", required=True, help="run folder for records (and videos)")
     evaluation.add_argument("--video", action="store_true", help="write an mp4 per episode to OUT/videos")
     _image_options(evaluation)
+    _instance_option(evaluation)
     evaluation.add_argument("--policy-timeout", type=float, metavar="SECONDS",
                             help="fail an episode whose policy takes longer than this for one call")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -333,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--action-steps", type=int, default=8, help="steps executed per action chunk (default 8)")
     sweep.add_argument("--max-steps", type=int, default=720, help="control steps per episode (default 720)")
     _image_options(sweep)
+    _instance_option(sweep)
     sweep.add_argument("--executor", default="local", help="local (runs here, waits) or slurm (queues, returns)")
     sweep.add_argument("--profile", help="cluster profile YAML, e.g. slurm/profiles/local-test.yaml (slurm: required)")
     sweep.add_argument("--out", help="sweep folder: one run folder per policy, jobs.json, submitit logs")

@@ -48,11 +48,12 @@ class EpisodeSettings:
     video: bool
     policy_timeout_s: float | None
     image_variant: str = "bg_crop_pad"
+    instances: str = "A"
 
     @property
     def protocol(self) -> EvalProtocol:
         return EvalProtocol(max_steps=self.max_steps, action_steps=self.action_steps, image_size=self.image_size,
-                            image_variant=self.image_variant)
+                            image_variant=self.image_variant, instances=self.instances)
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,13 @@ class EvalSummary:
 def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str | list[str] = "all", trials: int = 51,
              workers: int = 1, action_steps: int = 8, max_steps: int = 720, out: Path | str = "runs/eval",
              video: bool = False, image_size: int | None = None, progress: bool = True,
-             policy_timeout_s: float | None = None, image_variant: str = "bg_crop_pad") -> EvalSummary:
+             policy_timeout_s: float | None = None, image_variant: str = "bg_crop_pad",
+             instances: str = "A") -> EvalSummary:
     """Run the trials of `tasks` not yet recorded in `out`, then print and return the per-task summary.
 
     `policy_args` go to `make_policy` (strings are converted as on the command line). Trial i starts from
-    scene seed i. `policy_timeout_s` bounds each call into the policy; a call that overruns fails its
+    scene seed i of the evaluation split; `instances="B"` draws the held-out object instances (a
+    generalisation run). `policy_timeout_s` bounds each call into the policy; a call that overruns fails its
     episode with a TimeoutError. With `video`, every episode is also written to `out/videos/`.
     """
     policy_args = dict(policy_args or {})
@@ -121,7 +124,7 @@ def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str 
     if policy_timeout_s is not None and not policy_timeout_s > 0:
         raise ValueError(f"policy_timeout_s must be a positive number of seconds, got {policy_timeout_s!r}")
     settings = EpisodeSettings(policy, policy_args, str(out), action_steps, max_steps, image_size, video,
-                               policy_timeout_s, image_variant)
+                               policy_timeout_s, image_variant, instances)
     store = RecordStore(out)
     store.check(settings.protocol, policy, policy_args)  # refuse early; a worker claims the folder (see _Worker)
     recorded = store.recorded_keys()
@@ -240,7 +243,7 @@ class _Worker:
 
             self.close_env()
             self._env = GR1TabletopEnv(spec, image_size=self.settings.image_size,
-                                       image_variant=self.settings.image_variant)
+                                       image_variant=self.settings.image_variant, instances=self.settings.instances)
             self._env.render()  # create the renderer now, so that its ~1 s is not charged to the first episode
             self._env_task = spec.name
         return self._env

@@ -46,6 +46,7 @@ class EvalProtocol:
     image_size: int | list[int]
     image_variant: str = "bg_crop_pad"   # the picture `video.ego_view` holds (tasks/images.py)
     scene_split: str = "eval"            # evaluations start from the evaluation split of scenes only
+    instances: str = "A"                 # the object instances drawn: A (the 24 tasks) or B (held out)
     suite: str = SUITE_VERSION
 
 

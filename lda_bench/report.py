@@ -28,7 +28,7 @@ from tasks.specs import TASKS
 PAPER_TABLE = Path(__file__).resolve().parent.parent / "results" / "paper_table_vi.csv"
 AVERAGE = "Average"
 FORMATS = ("md", "csv", "tex", "html")
-PROTOCOL_FIELDS = ("max_steps", "action_steps", "image_size", "image_variant", "scene_split", "suite")
+PROTOCOL_FIELDS = ("max_steps", "action_steps", "image_size", "image_variant", "scene_split", "instances", "suite")
 # What makes two records incomparable; the column of a record is its value of these.
 COLUMN_FIELDS = ("policy", "args", *PROTOCOL_FIELDS, "source")
 Z_95 = 1.959963984540054

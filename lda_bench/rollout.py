@@ -67,7 +67,7 @@ def run_episode(env, policy: Policy, task_spec: TaskSpec, trial: int, seed: int,
     height, width = env.image_hw
     protocol = EvalProtocol(max_steps=max_steps, action_steps=action_steps,
                             image_size=height if height == width else [height, width],
-                            image_variant=env.image_variant, scene_split=env.scene_split)
+                            image_variant=env.image_variant, scene_split=env.scene_split, instances=env.instances)
     return EpisodeRecord(policy=policy_name, policy_args=dict(policy_args or {}), task=task_spec.name, trial=trial,
                          seed=seed, success=success, first_success_step=first_success_step, steps=steps,
                          wall_time_s=wall_time_s, error=error, instruction=instruction, protocol=asdict(protocol),

@@ -137,16 +137,18 @@ class Sweep:
     action_steps: int = 8
     image_size: int = 256
     image_variant: str = "bg_crop_pad"
+    instances: str = "A"
 
     def settings(self, policy: SweepPolicy) -> EpisodeSettings:
         return EpisodeSettings(policy=policy.name, policy_args=policy.args, run_dir=str(self.out / policy.folder),
                                action_steps=self.action_steps, max_steps=self.max_steps, image_size=self.image_size,
-                               video=False, policy_timeout_s=None, image_variant=self.image_variant)
+                               video=False, policy_timeout_s=None, image_variant=self.image_variant,
+                               instances=self.instances)
 
     def to_json(self) -> dict[str, Any]:
         return {"policies": [{**asdict(p), "folder": p.folder} for p in self.policies], "tasks": list(self.tasks),
                 "trials": self.trials, "max_steps": self.max_steps, "action_steps": self.action_steps,
-                "image_size": self.image_size, "image_variant": self.image_variant}
+                "image_size": self.image_size, "image_variant": self.image_variant, "instances": self.instances}
 
     @classmethod
     def load(cls, out: Path | str) -> Sweep:
@@ -160,7 +162,8 @@ class Sweep:
 
 def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | None = None,
                tasks: str | list[str] = "all", trials: int = 51, out: Path | str = "runs/sweep", max_steps: int = 720,
-               action_steps: int = 8, image_size: int | None = None, image_variant: str = "bg_crop_pad") -> Sweep:
+               action_steps: int = 8, image_size: int | None = None, image_variant: str = "bg_crop_pad",
+               instances: str = "A") -> Sweep:
     """A sweep from command-line terms: `policy_args` maps a policy name (or "" for all) to its arguments."""
     policy_args = policy_args or {}
     unknown = sorted(set(policy_args) - set(policies) - {""})
@@ -174,7 +177,7 @@ def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | Non
                    for name in dict.fromkeys(policies))
     return Sweep(policies=chosen, tasks=tuple(spec.name for spec in resolve_tasks(tasks)), trials=trials,
                  out=Path(out), max_steps=max_steps, action_steps=action_steps, image_size=image_size,
-                 image_variant=image_variant)
+                 image_variant=image_variant, instances=instances)
 
 
 # ---- jobs.json ----------------------------------------------------------------------------------------------

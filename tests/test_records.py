@@ -100,7 +100,7 @@ def test_the_first_run_fixes_the_protocol_and_the_same_one_is_accepted_again(tmp
     RecordStore(tmp_path).claim(PROTOCOL, "random", {"seed": 1})
     held = json.loads((tmp_path / "protocol.json").read_text())
     assert held == {"max_steps": 720, "action_steps": 8, "image_size": 224, "image_variant": "bg_crop_pad",
-                    "scene_split": "eval", "suite": SUITE_VERSION,
+                    "scene_split": "eval", "instances": "A", "suite": SUITE_VERSION,
                     "policy": "random", "policy_args": {"seed": 1}}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary file left behind"
 
