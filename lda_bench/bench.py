@@ -55,8 +55,9 @@ def bench_env(task_names: list[str] | None = None, steps: int = 60, resets: int 
 
 
 def print_env_table(rows: list[dict]) -> None:
-    print(f"Control step at 20 Hz (25 physics substeps), medians in ms; render = 224x224 egoview "
-          f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores).")
+    print(f"Control step at 20 Hz (25 physics substeps), medians in ms; render = the delivered egoview (one 16:10 "
+          f"render cut into both 256x256 pictures); reset = scene draw, placing, 0.5 s settling and the first "
+          f"observation (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores).")
     print(f"{'family':<10} {'robosuite ctrl':>14} {'scene step':>10} {'env step':>9} {'+render':>8} "
           f"{'render':>7} {'reset':>7} {'overhead':>9}  task")
     for r in rows:

@@ -25,17 +25,22 @@ def _tasks_list(args) -> None:
 
 
 def _tasks_show(args) -> None:
+    """The first egoview of each named task's scene, side by side in one picture."""
+    import numpy as np
     from PIL import Image
 
     from tasks.env import GR1TabletopEnv
 
-    env = GR1TabletopEnv(args.name, image_size=args.image_size, image_variant=args.image_variant,
-                         instances=args.instances)
-    obs, info = env.reset(seed=args.seed)
-    Image.fromarray(obs["video.ego_view"]).save(args.image)
-    env.close()
-    print(f"{env.spec_.name} seed {info['seed']}: {info['instruction']}")
-    print(f"object {info['scene']['object']}, distractors {[d[0] for d in info['scene']['distractors']]}")
+    frames = []
+    for name in args.name:
+        env = GR1TabletopEnv(name, image_size=args.image_size, image_variant=args.image_variant,
+                             instances=args.instances)
+        obs, info = env.reset(seed=args.seed)
+        frames.append(obs["video.ego_view"])
+        env.close()
+        print(f"{env.spec_.name} seed {info['seed']}: {info['instruction']}")
+        print(f"  object {info['scene']['object_instance']}, distractors {[d[1] for d in info['scene']['distractors']]}")
+    Image.fromarray(np.concatenate(frames, axis=1)).save(args.image)
     print(f"wrote {args.image}")
 
 
@@ -230,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sub.add_parser("tasks", help="the 24 RoboCasa-GR1 tabletop tasks").add_subparsers(dest="tasks_command", required=True)
     tasks.add_parser("list", help="every task with its family and instruction").set_defaults(func=_tasks_list)
-    show = tasks.add_parser("show", help="write the first egoview frame of a task's scene")
-    show.add_argument("name")
+    show = tasks.add_parser("show", help="write the first egoview of a task's scene (of several: side by side)")
+    show.add_argument("name", nargs="+")
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--image", default="egoview.png")
     _image_options(show)

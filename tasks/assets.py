@@ -336,10 +336,17 @@ _INSTANCE_VARIATIONS: dict[str, tuple] = {
                  ((1.0, 1.05, 1.0), {_PURPLE: _rgba(0.62, 0.42, 0.64)})),          # pale, graffiti
 }
 
-# The eggplant's stem pulls its centre of mass off the bottom of its ellipsoid, on which it rocks for seconds
-# after it is set down: its instances get a flat spot under the centre, as the round produce has.
-_INSTANCE_BASES = {**OBJECTS, "eggplant": replace(OBJECTS["eggplant"], parts=(
-    Part("cylinder", (0.022, 0.005), (0.003, 0, 0.005), _PURPLE),) + OBJECTS["eggplant"].parts)}
+def _with_flat_spot(asset: Asset, radius: float, x: float = 0.0) -> Asset:
+    """The asset with a flat disc under it, as real produce has a side it lies on."""
+    return replace(asset, parts=(Part("cylinder", (radius, 0.005), (x, 0, 0.005), asset.parts[0].rgba),) + asset.parts)
+
+
+# Lying on a bare ellipsoid, produce rocks for seconds after it is set down (the eggplant's stem pulls its centre
+# of mass off the bottom), and a sweet potato or lemon, nearly round across, rolls off its source and over:
+# their instances get a flat spot under the centre, as the round produce has.
+_INSTANCE_BASES = {**OBJECTS, "eggplant": _with_flat_spot(OBJECTS["eggplant"], 0.022, 0.003),
+                   "sweet_potato": _with_flat_spot(OBJECTS["sweet_potato"], 0.018),
+                   "lemon": _with_flat_spot(OBJECTS["lemon"], 0.014)}
 
 OBJECT_INSTANCES: dict[str, tuple[Asset, ...]] = {
     category: (_variant(_INSTANCE_BASES[category], 0),) + tuple(_variant(_INSTANCE_BASES[category], k, stretch, colors)

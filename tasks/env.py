@@ -29,6 +29,7 @@ _TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 
 _EGOVIEW_PARTS = tuple(f"robot0_{side}_{link}" for side in "rl" for link in ("upper", "lower", "hand")) + (
     "robot0_right", "robot0_left", "gripper0")
 _HIDDEN_GROUP = 5
+SCENE_REDRAWS = 20
 
 
 class GR1TabletopEnv(gym.Env):
@@ -112,12 +113,19 @@ class GR1TabletopEnv(gym.Env):
             validate_seed(seed)
         super().reset(seed=seed)
         scene_seed = seed if seed is not None else int(self.np_random.integers(2**31))
-        self.sample = sample_scene(self.spec_, scene_seed, self.scene_split, self.instances)
-        mujoco.mj_resetData(self._model, self._data)
-        self.scene.apply(self.sample)
+        # Upstream lets physics push out whatever its resting hands start inside (a confuser container
+        # where the hand hangs is flung aside); here such a scene is drawn again from the seed's side streams.
+        for redraw in range(SCENE_REDRAWS):
+            self.sample = sample_scene(self.spec_, scene_seed, self.scene_split, self.instances, redraw)
+            mujoco.mj_resetData(self._model, self._data)
+            if self.scene.apply(self.sample):
+                break
+        else:
+            raise RuntimeError(f"{self.spec_.name} seed {scene_seed}: the robot's arms start inside the scene in "
+                               f"{SCENE_REDRAWS} draws")
         self.instruction = self.spec_.language(self.sample.object)
         self.elapsed_steps = 0
-        scene = {**self.sample.summary(), "arm_offset_scale": self.scene.arm_offset_scale}
+        scene = {**self.sample.summary(), "arm_offset_scale": self.scene.arm_offset_scale, "redraws": redraw}
         info = {"success": self._success(), "seed": scene_seed, "scene": scene, "instruction": self.instruction}
         return self._observation(), info
 

@@ -167,8 +167,9 @@ def validate_split(split: str) -> str:
     return split
 
 
-def scene_rng(task_name: str, seed: int, split: str = "eval") -> np.random.Generator:
-    digest = hashlib.sha256(f"{task_name}|{validate_split(split)}|{seed}".encode()).digest()
+def scene_rng(task_name: str, seed: int, split: str = "eval", redraw: int = 0) -> np.random.Generator:
+    key = f"{task_name}|{validate_split(split)}|{seed}" + (f"|{redraw}" if redraw else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
 
 
@@ -218,12 +219,14 @@ class _NoRoom(Exception):
     """A required placement found no room: upstream draws the whole scene again."""
 
 
-def sample_scene(spec: TaskSpec, seed: int, split: str = "eval", instances: str = "A") -> SceneSample:
+def sample_scene(spec: TaskSpec, seed: int, split: str = "eval", instances: str = "A", redraw: int = 0) -> SceneSample:
+    """Scene `seed` of a task; `redraw` k > 0 draws it anew from the seed's k-th side stream (the environment
+    does when the robot's resting arms would start inside what the first draw placed)."""
     seed = validate_seed(seed)
     if instances not in assets.INSTANCE_SPLITS:
         raise ValueError(f"instances must be one of {assets.INSTANCE_SPLITS} (split A: the 24 tasks; B: held out), "
                          f"got {instances!r}")
-    rng = scene_rng(spec.name, seed, split)
+    rng = scene_rng(spec.name, seed, split, redraw)
     bodies = scene_assets(spec, instances)
     draw = _draw_novel if spec.family == "novel" else _draw_fixture
     for _ in range(SCENE_TRIES):

@@ -136,8 +136,9 @@ class TabletopScene(ManipulationEnv):
 
     # ------------------------------------------------------------ episodes
 
-    def apply(self, sample: SceneSample) -> None:
-        """Place everything as `sample` says; unused instances are parked."""
+    def apply(self, sample: SceneSample) -> bool:
+        """Place everything as `sample` says (unused instances parked) and let it settle; False, with nothing
+        settled, when even the unperturbed arms would start inside the table or what stands on it."""
         m, d = self.sim.model._model, self.sim.data._data
         contype, conaffinity = self._geom_defaults
         in_play = {sample.object_body: sample.object_pose}
@@ -177,11 +178,14 @@ class TabletopScene(ManipulationEnv):
             mujoco.mj_forward(m, d)
             if not touching(d, self.robot_geom_mask, placed):
                 break
+        else:
+            return False
         self.arm_offset_scale = scale
         hold = self.hold_action()
         robot.composite_controller.reset()
         for _ in range(SETTLE_STEPS):
             self.step(hold)
+        return True
 
     def hold_action(self) -> np.ndarray:
         """robosuite's flat action that keeps every joint where it is now (hands as they are)."""
