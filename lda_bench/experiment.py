@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import json
 import shutil
-import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -29,8 +28,8 @@ from typing import Any, Callable
 import yaml
 
 from lda_bench.demos import PROGRESS_FILE, dataset_folder, generate, merge, validate
-from lda_bench.sweep import ClusterProfile, SweepPolicy, make_executor, make_sweep, resolve_profile, run_sweep, \
-    sweep_status
+from lda_bench.sweep import ClusterProfile, SweepPolicy, make_executor, make_sweep, resolve_profile, run_bounded, \
+    run_sweep, sweep_status
 
 RESOLVED_FILE = "experiment.yaml"
 EXECUTORS = ("local", "slurm", "debug")
@@ -362,19 +361,14 @@ def _run_jobs(experiment: Experiment, profile: str | None, folder: Path, functio
     kind = experiment.executor
     executor = make_executor(kind, folder, _profile(profile))
     at_once = resolve_profile(kind, _profile(profile)).array_parallelism if kind == "local" else len(arguments)
-    pending, running, failures = list(arguments), [], []
-    while pending or running:
-        while pending and len(running) < at_once:
-            args = pending.pop(0)
-            running.append((executor.submit(function, *args), args))
-        ended = [item for item in running if kind == "debug" or item[0].done()]
-        for job, args in ended:
-            running.remove((job, args))
-            errors = _wait([job])
-            failures += [f"{describe(*args)}: {_error_line(exc)}" for exc in errors]
-            print(f"{describe(*args)}: {'failed' if errors else 'done'}", flush=True)
-        if not ended:
-            time.sleep(poll_s)
+    failures = []
+
+    def end(args: tuple, job, cancelled: bool) -> None:
+        errors = [] if cancelled else _wait([job])
+        failures.extend(f"{describe(*args)}: {_error_line(exc)}" for exc in errors)
+        print(f"{describe(*args)}: {'cancelled' if cancelled else 'failed' if errors else 'done'}", flush=True)
+
+    run_bounded(arguments, at_once, lambda args: executor.submit(function, *args), on_end=end, poll_s=poll_s)
     if failures:
         raise RuntimeError(f"{len(failures)} job(s) failed (logs in {folder / 'submitit'}; run the experiment again "
                            f"to retry them):\n" + "\n".join(failures))

@@ -19,7 +19,7 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import submitit
 
@@ -318,35 +318,63 @@ def submit(sweep: Sweep, shards: list[Shard], executor: submitit.Executor, kind:
     return jobs
 
 
-def run_locally(sweep: Sweep, shards: list[Shard], executor: submitit.Executor, parallelism: int,
+def run_bounded(items: list, parallelism: int, submit: Callable[[Any], submitit.Job],
+                on_start: Callable[[Any, submitit.Job], None] = lambda item, job: None,
+                on_end: Callable[[Any, submitit.Job, bool], None] = lambda item, job, cancelled: None,
                 poll_s: float = 0.5) -> list[submitit.Job]:
-    """Run the shards as local submitit jobs, at most `parallelism` at a time, and wait for them.
-
-    (A local job array would start every job at once.) Interrupted, it cancels the jobs it started.
-    """
-    pending, running, finished = list(shards), [], []
-    jobs = load_jobs(sweep.out)
+    """Submit a job per item, at most `parallelism` running at a time, and wait for them all (a local job array
+    would start every job at once). `on_end(item, job, cancelled)` follows each job's end; interrupted, this
+    cancels the jobs still running and reports them so."""
+    pending, running, finished = list(items), [], []
     try:
         while pending or running:
             while pending and len(running) < parallelism:
-                shard = pending.pop(0)
-                job = executor.submit(ShardJob(), *_job_arguments(sweep, shard))
-                jobs.append(_entry(job, shard, "local") | {"state": "RUNNING"})
-                running.append((job, jobs[-1]))
-                _save_jobs(sweep.out, jobs)
-            time.sleep(poll_s)
-            for job, entry in [item for item in running if item[0].done()]:
-                running.remove((job, entry))
+                item = pending.pop(0)
+                running.append((item, submit(item)))
+                on_start(*running[-1])
+            ended = [(item, job) for item, job in running if _ended(job)]
+            for item, job in ended:
+                running.remove((item, job))
                 finished.append(job)
-                entry["state"] = job.state
-                _save_jobs(sweep.out, jobs)
-                print(f"[{len(finished)}/{len(shards)}] {_describe(entry)}: {_outcome(job)}", flush=True)
+                on_end(item, job, False)
+            if not ended:
+                time.sleep(poll_s)
     finally:
-        for job, entry in running:
+        for item, job in running:
             job.cancel(check=False)
-            entry["state"] = "CANCELLED"
-        _save_jobs(sweep.out, jobs)
+            on_end(item, job, True)
     return finished
+
+
+def _ended(job: submitit.Job) -> bool:
+    """Whether a job has ended (a debug job runs here when asked; one that raised has ended too)."""
+    try:
+        return job.done()
+    except Exception:  # noqa: BLE001 - its error is read from result() by whoever waits for it
+        return True
+
+
+def run_locally(sweep: Sweep, shards: list[Shard], executor: submitit.Executor, parallelism: int,
+                poll_s: float = 0.5) -> list[submitit.Job]:
+    """Run the shards as local submitit jobs, at most `parallelism` at a time, and wait for them, keeping
+    jobs.json up to date."""
+    jobs, entries = load_jobs(sweep.out), {}
+
+    def start(shard: Shard, job: submitit.Job) -> None:
+        entries[id(shard)] = _entry(job, shard, "local") | {"state": "RUNNING"}
+        jobs.append(entries[id(shard)])
+        _save_jobs(sweep.out, jobs)
+
+    def end(shard: Shard, job: submitit.Job, cancelled: bool) -> None:
+        entry = entries[id(shard)]
+        entry["state"] = "CANCELLED" if cancelled else job.state
+        _save_jobs(sweep.out, jobs)
+        if not cancelled:
+            done = sum(e["state"] != "RUNNING" for e in entries.values())
+            print(f"[{done}/{len(shards)}] {_describe(entry)}: {_outcome(job)}", flush=True)
+
+    return run_bounded(shards, parallelism, lambda shard: executor.submit(ShardJob(), *_job_arguments(sweep, shard)),
+                       start, end, poll_s)
 
 
 def _describe(entry: dict[str, Any]) -> str:
