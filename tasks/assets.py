@@ -208,6 +208,15 @@ def _ring(radius, height, thickness, n, rgba, z0=0.0, flare=0.0):
     return parts
 
 
+def _disc(radius, half_height, rgba, z=None):
+    """A flat round base as three boxes turned 60 degrees apart (a twelve-sided slab). MuJoCo's libccd sinks a
+    wide thin cylinder standing on the table and flings it off; box on box has an exact collider."""
+    half_width = radius * math.tan(math.pi / 12)
+    z = half_height if z is None else z
+    return [Part("box", (radius, half_width * 2.0, half_height), (0, 0, z), rgba, quat=_rot("z", k * math.pi / 3))
+            for k in range(3)]
+
+
 def _walls(hx, hy, height, thickness, rgba, z0=0.0):
     """Four straight walls around a rectangle (baskets, boxes, trays)."""
     t = thickness / 2
@@ -224,7 +233,7 @@ def _open_box(name, hx, hy, height, floor, thickness, rgba, mass):
 
 
 def _round_container(name, radius, height, floor, rgba, mass, extra=(), n=14, flare=0.0):
-    parts = [Part("cylinder", (radius * 0.85, floor / 2), (0, 0, floor / 2), rgba)]
+    parts = _disc(radius * 0.85, floor / 2, rgba)
     # The wall starts above the floor's underside so only the floor rests on the table (fewer contacts).
     parts += _ring(radius, height - floor, 0.008, n, rgba, z0=floor + 0.004, flare=flare) + list(extra)
     interior = Region((0, 0, floor + (height - floor) / 2), (radius * 0.95, radius * 0.95, (height - floor) / 2))
@@ -337,8 +346,9 @@ _INSTANCE_VARIATIONS: dict[str, tuple] = {
 }
 
 def _with_flat_spot(asset: Asset, radius: float, x: float = 0.0) -> Asset:
-    """The asset with a flat disc under it, as real produce has a side it lies on."""
-    return replace(asset, parts=(Part("cylinder", (radius, 0.005), (x, 0, 0.005), asset.parts[0].rgba),) + asset.parts)
+    """The asset with a flat spot under it, as real produce has a side it lies on (a box: on a box, MuJoCo's
+    exact box-box collider holds it with several contacts where libccd gives a rounded part one)."""
+    return replace(asset, parts=(Part("box", (radius, radius, 0.005), (x, 0, 0.005), asset.parts[0].rgba),) + asset.parts)
 
 
 # Lying on a bare ellipsoid, produce rocks for seconds after it is set down (the eggplant's stem pulls its centre
@@ -377,7 +387,7 @@ CONTAINERS: dict[str, Asset] = {
                       interior=Region((0, 0, 0.05), (0.16, 0.12, 0.045)), kind="container"),
     # A dinner plate, 24 cm across: wide enough that most of what stands within 5 cm of its centre
     # (upstream's placement) rests on its flat, not tilted against its rim.
-    "plate": Asset("plate", tuple([Part("cylinder", (0.105, 0.005), (0, 0, 0.005), WHITE)]
+    "plate": Asset("plate", tuple(_disc(0.105, 0.005, WHITE)
                                   + _ring(0.113, 0.012, 0.016, 18, WHITE, z0=0.01, flare=0.6)), 0.45,
                    interior=Region((0, 0, 0.05), (0.113, 0.113, 0.045)), kind="container"),
     "tray": Asset("tray", tuple([Part("box", (0.17, 0.125, 0.005), (0, 0, 0.005), _rgba(0.3, 0.3, 0.32))]
@@ -458,7 +468,7 @@ BACK_EDGE: dict[str, Asset] = {a.name: a for a in [
 ]}
 
 # A paper towel holder: a base disc, a post and a roll 0.06 in radius, 0.35 tall in all.
-PAPER_TOWEL = Asset("paper_towel", (Part("cylinder", (0.075, 0.006), (0, 0, 0.006), STEEL),
+PAPER_TOWEL = Asset("paper_towel", (*_disc(0.075, 0.006, STEEL),
                                     Part("cylinder", (0.06, 0.145), (0, 0, 0.157), WHITE),
                                     Part("cylinder", (0.008, 0.02), (0, 0, 0.322), STEEL),
                                     Part("sphere", (0.01,), (0, 0, 0.34), STEEL)), 0.5)

@@ -31,6 +31,8 @@ TABLE_THICKNESS = 0.05
 PARK_ORIGIN = np.array([0.0, 0.0, -5.0])      # unused instances wait here, under the floor, out of view
 ARM_OFFSET_SCALES = (1.0, 0.5, 0.25, 0.0)      # the arm perturbation, shrunk until the arms start clear
 SETTLE_STEPS = 10                              # control steps after placing, before the first observation (upstream: 0.5 s)
+UPRIGHT = 0.7            # least up-axis cosine of a settled body (everything is placed upright; some lean on a rim)
+SETTLE_SLIDE = 0.05      # m: the most a body may move while the scene settles
 EGOVIEW = "robot0_egoview"
 HAND_SITES = ("gripper0_right_grip_site", "gripper0_left_grip_site")   # where success measures the hands
 
@@ -115,8 +117,10 @@ class TabletopScene(ManipulationEnv):
         self.table_geom_mask[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "table_collision")] = True
         self.hand_site_ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name) for name in HAND_SITES]
         self._geom_defaults = (m.geom_contype.copy(), m.geom_conaffinity.copy())
-        # MuJoCo's native convex collider stays on: libccd sinks a thin disc standing on the wide table (the
-        # paper towel's and the plate's bases) and flings it off within 0.2 s.
+        # MuJoCo 3.9's native convex collider reports a deep false contact between an ellipsoid resting on a
+        # thin box (a pear on the cutting board is launched at reset); libccd gets it right. (libccd sinks a
+        # wide thin cylinder standing on the table instead: round bases are boxes, `assets._disc`.)
+        m.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_NATIVECCD
 
     def _reset_internal(self):
         super()._reset_internal()  # (re)creates robosuite's controllers, whose gains ours copy
@@ -137,8 +141,9 @@ class TabletopScene(ManipulationEnv):
     # ------------------------------------------------------------ episodes
 
     def apply(self, sample: SceneSample) -> bool:
-        """Place everything as `sample` says (unused instances parked) and let it settle; False, with nothing
-        settled, when even the unperturbed arms would start inside the table or what stands on it."""
+        """Place everything as `sample` says (unused instances parked) and let it settle. False when the scene
+        cannot start so: even the unperturbed arms would start inside the table or what stands on it, or
+        something fell over or slid off while it settled (produce dropped onto a rim)."""
         m, d = self.sim.model._model, self.sim.data._data
         contype, conaffinity = self._geom_defaults
         in_play = {sample.object_body: sample.object_pose}
@@ -185,7 +190,9 @@ class TabletopScene(ManipulationEnv):
         robot.composite_controller.reset()
         for _ in range(SETTLE_STEPS):
             self.step(hold)
-        return True
+        return all(d.xmat[self.bodies[key].body_id][8] >= UPRIGHT and
+                   np.linalg.norm(d.xpos[self.bodies[key].body_id][:2] - pose[:2]) <= SETTLE_SLIDE
+                   for key, pose in in_play.items())
 
     def hold_action(self) -> np.ndarray:
         """robosuite's flat action that keeps every joint where it is now (hands as they are)."""

@@ -12,6 +12,7 @@ import tasks
 from conftest import FAMILY_TASKS
 from tasks.env import GR1TabletopEnv
 from tasks.layout import ACTION_DIMS, ACTION_KEYS
+from tasks.scene import SETTLE_SLIDE, UPRIGHT
 from tasks.success import touching
 
 STATE_KEYS = [f"state.{k}" for k in ACTION_KEYS]
@@ -95,72 +96,69 @@ def test_same_seed_same_scene_in_another_process_and_order(task_env):
     assert there == json.loads(json.dumps(here))
 
 
-def test_scene_is_settled_before_the_first_observation(task_env):
-    env = task_env("PnP Novel From Plate To Bowl")
-    for seed in range(3):
-        env.reset(seed=seed)
-        d = env.scene.sim.data._data
-        for key, body in env.scene.bodies.items():
-            if body.free:
-                speed = np.linalg.norm(d.qvel[body.qvel_addr:body.qvel_addr + 3])
-                assert speed < 0.05, f"{key} still moving at {speed:.3f} m/s after reset (seed {seed})"
-                up = d.xmat[body.body_id][8]
-                assert up > 0.95, f"{key} starts tipped (up-axis cosine {up:.2f}, seed {seed})"
-        assert env.conditions()["container_upright"]
-
-
-def _displaced(env) -> list[str]:
-    """What the settled scene holds away from where the sample put it (over 1 cm off, or tipped)."""
+def _unsettled(env, hold_steps: int = 10) -> list[str]:
+    """What in a freshly reset scene is not at rest where the sample put it: moving, fallen over, slid away
+    from its placement, or still moving while the robot holds still for `hold_steps` control steps."""
     d, sample = env.scene.sim.data._data, env.sample
     poses = {sample.object_body: sample.object_pose, **{p.body: p.pose for p in sample.distractors}}
     if sample.source_pose is not None:
         poses.update(source=sample.source_pose, target=sample.target_pose)
+    bodies = {key: env.scene.bodies[key] for key in poses}
     out = []
-    for key, pose in poses.items():
-        body = env.scene.bodies[key]
-        moved = np.linalg.norm(d.xpos[body.body_id][:2] - pose[:2])
-        if moved > 0.01 or d.xmat[body.body_id][8] < 0.95:
-            out.append(f"{key} moved {moved:.3f} m, up-axis cosine {d.xmat[body.body_id][8]:.2f}")
+    for key, body in bodies.items():
+        moved = np.linalg.norm(d.xpos[body.body_id][:2] - poses[key][:2])
+        speed = np.linalg.norm(d.qvel[body.qvel_addr:body.qvel_addr + 3])
+        if moved > SETTLE_SLIDE or speed > 0.05 or d.xmat[body.body_id][8] < UPRIGHT:
+            out.append(f"{key} moved {moved:.3f} m, at {speed:.3f} m/s, up-axis cosine {d.xmat[body.body_id][8]:.2f}")
+    start = {key: d.xpos[body.body_id].copy() for key, body in bodies.items()}
+    hold = {f"action.{k}": v for k, v in env.joint_state().items()}
+    for _ in range(hold_steps):
+        env.step(hold)
+    out += [f"{key} moved {np.linalg.norm(d.xpos[b.body_id] - start[key]):.3f} m on its own"
+            for key, b in bodies.items() if np.linalg.norm(d.xpos[b.body_id] - start[key]) > 0.005]
     return out
 
 
-@pytest.mark.parametrize("task, seed", [
-    ("PnP Potato To Microwave Close", 25),           # an eggplant lay into the microwave's wall: flung 1.7 m
-    ("PnP Novel From Tray To Tieredshelf", 31),      # an eggplant under the shelf: the shelf fell over
-    ("PnP Novel From Plate To Pan", 46),             # the pan's handle over the plate: the cupcake fell
-])
-def test_nothing_starts_inside_anything_else(task_env, task, seed):
+@pytest.mark.parametrize("task", ["PnP Novel From Plate To Bowl", "PnP Novel From Tray To Tieredshelf"])
+def test_scenes_start_at_rest_where_they_were_placed(task_env, task):
+    """Confusers, produce on rims, containers where a hand hangs: every scene starts still, upright, in place."""
     env = task_env(task)
-    env.reset(seed=seed)
-    assert _displaced(env) == []
+    for seed in range(12):
+        env.reset(seed=seed)
+        assert _unsettled(env) == [], f"seed {seed}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", [t.name for t in tasks.TASKS])
-def test_every_standard_scene_settles_where_it_was_placed(task):
-    env = GR1TabletopEnv(task, image_size=32)
+def test_every_standard_scene_starts_at_rest_where_it_was_placed(task):
+    env = GR1TabletopEnv(task, image_size=32, image_variant="square")
     try:
         for seed in range(51):
             env.reset(seed=seed)
-            assert _displaced(env) == [], f"seed {seed}"
+            assert _unsettled(env) == [], f"seed {seed}"
     finally:
         env.close()
 
 
-def test_the_perturbed_arms_never_start_in_the_object(task_env):
-    """The wine stands 30 cm tall, up to where the resting left hand hangs: over all 51 standard trials it
-    starts upright and untouched, the arm perturbation shrunk where the arm would start inside it."""
-    env = task_env("PnP Wine To Cabinet Close")
+@pytest.mark.parametrize("task", ["PnP Wine To Cabinet Close", "PnP Novel From Cuttingboard To Basket"])
+def test_the_robot_never_starts_inside_the_scene(task_env, task):
+    """The wine stands 30 cm tall, up to where the resting left hand hangs; a confuser container may stand
+    where a hand hangs: the arm perturbation shrinks, or the scene is drawn again, until the robot starts
+    clear of everything placed, and the trials still mostly keep the full perturbation."""
+    env = task_env(task)
     scene = env.scene
     d = scene.sim.data._data
-    scales = []
-    for seed in range(51):
+    scales, redraws = [], 0
+    for seed in range(30):
         _, info = env.reset(seed=seed)
-        wine = scene.bodies["obj_wine"]
-        assert d.xmat[wine.body_id][8] > 0.99, f"the wine starts tipped (seed {seed})"
-        assert not touching(d, scene.robot_geom_mask, wine.geom_mask), f"the robot starts touching the wine (seed {seed})"
+        placed = [env.sample.object_body, *(p.body for p in env.sample.distractors)]
+        placed += ["source", "target"] if env.sample.source_pose is not None else []
+        for key in placed:
+            assert not touching(d, scene.robot_geom_mask, scene.bodies[key].geom_mask), f"{key}, seed {seed}"
         scales.append(info["scene"]["arm_offset_scale"])
-    assert scales.count(1.0) > 30, "most trials keep the full arm perturbation"
+        redraws += info["scene"]["redraws"] > 0
+    assert scales.count(1.0) > 15, "most trials keep the full arm perturbation"
+    assert redraws <= 6, "few scenes are drawn again"
 
 
 def test_unseeded_resets_differ_but_follow_the_env_seed(task_env):
