@@ -35,6 +35,11 @@ class HandIK:
         bodies = [b for b in range(model.nbody) if is_descendant(model, b, wrist)]
         self.hand_geoms = np.flatnonzero(np.isin(model.geom_bodyid, bodies)
                                          & ((model.geom_contype | model.geom_conaffinity) > 0))
+        # The forearm and the hand: what must pass over a container (the forearm swept a shelf aside).
+        forearm = model.jnt_bodyid[joints[len(WAIST_JOINTS) + 3]]    # elbow_pitch
+        arm = [b for b in range(model.nbody) if is_descendant(model, b, forearm)]
+        self.arm_geoms = np.flatnonzero(np.isin(model.geom_bodyid, arm)
+                                        & ((model.geom_contype | model.geom_conaffinity) > 0))
         self.weights = np.array([waist_weight] * 3 + [1.0] * 7)
         self.damping = damping
         self._jacp, self._jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
@@ -44,13 +49,35 @@ class HandIK:
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
 
-    def hand_corners(self, data: mujoco.MjData) -> np.ndarray:
-        """World corners of the hand geoms' bounding boxes in `data` (8 per geom), for clearance checks."""
-        m, g = self.model, self.hand_geoms
+    def hand_corners(self, data: mujoco.MjData, geoms: np.ndarray | None = None) -> np.ndarray:
+        """World corners of the hand geoms' (or `geoms'`) bounding boxes in `data` (8 per geom), for clearance
+        checks."""
+        m, g = self.model, self.hand_geoms if geoms is None else geoms
         signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=float)
         local = m.geom_aabb[g, None, :3] + signs[None] * m.geom_aabb[g, None, 3:]          # (geoms, 8, 3)
         rot = data.geom_xmat[g].reshape(-1, 3, 3)
         return (np.einsum("gij,gkj->gki", rot, local) + data.geom_xpos[g, None]).reshape(-1, 3)
+
+    def corners_at(self, qpos: np.ndarray, q: np.ndarray, geoms: np.ndarray | None = None) -> np.ndarray:
+        """`hand_corners` with the joints of `qpos` but this solver's 10 set to `q` (on the scratch data)."""
+        self.data.qpos[:] = qpos
+        self.data.qpos[self.qpos] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        return self.hand_corners(self.data, geoms)
+
+    def clearance(self, qpos: np.ndarray, q: np.ndarray, geoms, distmax: float = 0.05) -> float:
+        """The least distance (negative: penetration) between the hand and `geoms`, with the joints of `qpos`
+        but this solver's 10 set to `q`; `distmax` if farther."""
+        d = self.data
+        d.qpos[:] = qpos
+        d.qpos[self.qpos] = q
+        mujoco.mj_kinematics(self.model, d)
+        fromto = np.zeros(6)
+        best = distmax
+        for g in self.hand_geoms:
+            for h in geoms:
+                best = min(best, mujoco.mj_geomDistance(self.model, d, int(g), int(h), distmax, fromto))
+        return best
 
     def solve(self, qpos: np.ndarray, pos: np.ndarray, rot: np.ndarray | None, iterations: int = 40,
               rot_weight: float = 0.3) -> tuple[np.ndarray, float]:

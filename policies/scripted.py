@@ -41,11 +41,19 @@ SHORT = 0.08                # objects lower than this are grasped with the palm 
 SHORT_ROLL = 0.6
 TALL = 0.15                 # upright objects taller than this are approached from the side
 ELONGATED = 1.6             # long half-size over the others: lying produce (eggplant, sweet potato)
+ROUND = 1.3                 # objects whose long horizontal side is under this times the short one are round
+HAND_CLEARANCE_OVER = 0.04  # the hand's lowest point above a container's top while it carries the object over
 RIM_MARGIN = 0.01           # the hand's clearance over a container's rim, and inside its opening
 MAX_PALM_STEP = 0.008      # metres per control step: faster moves knock objects over
 CLEAR_Z = 1.1              # palm height that clears open fixtures when moving across the table
 TIP_FRACTION = 0.9          # an object tilted this share of the way to falling over is stood up before release
 FIST_REACH = 0.1            # the curled fingers' front ahead of the palm site
+# Turns of the grasp about the object's vertical to try, in order, when the hand would come closer than
+# PICK_CLEARANCE to something beside the object (a second object on the same plate).
+GRASP_TURNS = [-0.35, 0.35, -0.7, 0.7]
+DOWN_YAWS = [0.0, 0.4, 0.8, -0.4, 1.2, -0.8]
+PICK_CLEARANCE = 0.01
+START_CLEARANCE = 0.1       # a hand that starts beside the object's top first rises this far above it
 HOME = {"right": np.array([-0.28, -0.35, 1.12]), "left": np.array([-0.28, 0.35, 1.12])}
 
 
@@ -54,8 +62,8 @@ class Waypoint:
     """Move the palm to `pos` (orientation `rot`) over `steps` control steps, with the hand at `hand`."""
 
     pos: np.ndarray
-    rot: np.ndarray
-    hand: np.ndarray
+    rot: np.ndarray | None          # None: the orientation it starts with
+    hand: np.ndarray | None         # None: the hand shape it starts with
     steps: int
     hand_first: bool = False      # close/open the hand before moving
     dwell: int = 4                # hold the final targets this many steps (let joints and fingers arrive)
@@ -135,6 +143,9 @@ class ScriptedExpert:
             pos0, rot0 = ik.palm_pose(qpos)
         hand_key = f"{side}_hand"
         hand0 = start[hand_key]
+        # A waypoint without an orientation or a hand shape keeps the ones it starts with.
+        wp = Waypoint(wp.pos, rot0 if wp.rot is None else wp.rot, hand0 if wp.hand is None else wp.hand, wp.steps,
+                      wp.hand_first, wp.dwell, wp.side)
         out = []
         if wp.hand_first and not np.allclose(hand0, wp.hand):
             out += [self._targets({hand_key: hand0 + (wp.hand - hand0) * i / 8}) for i in range(1, 9)]
@@ -151,25 +162,106 @@ class ScriptedExpert:
 
     def _plan(self) -> list[Waypoint]:
         """Pick the object, then place it (and close the fixture) as the task's family needs."""
-        env = self.env
+        best = None
+        for turn, down in self._grasp_options():
+            pick, rot, kind = self._pick(turn, down)
+            gap = self._pick_clearance(pick)
+            if best is None or gap > best[0]:
+                best = (gap, pick, rot, kind)
+            if gap >= PICK_CLEARANCE:
+                break
+        _, pick, rot, self._kind = best
+        return pick + [lambda: self._place(rot)]  # a step planned when it is reached
+
+    def _grasp_options(self) -> list[tuple[float, float | None]]:
+        """The grasps to try, as (turn, palm-down yaw or None), the usual one first. A second object on the
+        source often stands where the hand would go (8 of 26 episodes of Plate To Bowl, Plate To Pan and Tray
+        To Tieredshelf never lifted the object, the hand landing on the other one): the palm over the object,
+        its fingers turned away from the other, passes it by. Palm down at yaw 0, 0.4 or 0.8 took every one
+        of 8 objects off a plate."""
+        options = [(0.0, None)]
+        if self.env.spec_.fixture is not None:
+            return options
         obj, obj_rot, center = self._object()
-        grasp, rot, normal, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot, self._support_top())
+        *_, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot, self._support_top())
+        if kind == "lying" or _is_boxy(obj.asset):
+            return options
+        return options + [(0.0, yaw) for yaw in DOWN_YAWS] + [(turn, None) for turn in GRASP_TURNS]
+
+    def _reach(self, qpos: np.ndarray, pos: np.ndarray, rot: np.ndarray, steps: int = 8) -> np.ndarray:
+        """The waist and arm joints that the move from the pose of `qpos` to (`pos`, `rot`) ends with, solved
+        along the way as `_interpolate` does (one solve from afar does not converge)."""
+        ik = self._ik[self._side]
+        qpos = qpos.copy()
+        pos0, rot0 = ik.palm_pose(qpos)
+        for i in range(1, steps + 1):
+            a = _smooth(i / steps)
+            qpos[ik.qpos], _ = ik.solve(qpos, pos0 + (pos - pos0) * a, _slerp(rot0, rot, a))
+        return qpos[ik.qpos]
+
+    def _commanded_qpos(self) -> np.ndarray:
+        """The simulator's joint positions with the waist and arms at their last commanded targets."""
+        qpos = self.env.scene.sim.data._data.qpos.copy()
+        action_qpos = self.env.scene.control.action_qpos
+        for part in ("waist", "right_arm", "left_arm"):
+            qpos[action_qpos[ROBOSUITE_SLICES[part]]] = self._commanded[part]
+        return qpos
+
+    def _pick_clearance(self, pick: list[Waypoint]) -> float:
+        """The least gap between the hand and the things near the object (not the object, nor the table or
+        the source it stands on) along the approach, by inverse kinematics from the rest pose; minus a
+        palm's unreached distance."""
+        env = self.env
+        d = env.scene.sim.data._data
+        obj, _, center = self._object()
+        near = [b for k, b in env.scene.bodies.items() if b.free and b is not obj and k != "source"
+                and np.linalg.norm(d.xpos[b.body_id][:2] - center[:2]) < 0.35]
+        geoms = np.concatenate([b.geom_ids for b in near]) if near else np.zeros(0, int)
+        ik = self._ik[self._side]
+        qpos = d.qpos.copy()
+        action_qpos = env.scene.control.action_qpos
+        for part in ("waist", f"{self._side}_arm"):
+            qpos[action_qpos[ROBOSUITE_SLICES[part]]] = self._nominal[part]
+        gap = np.inf
+        previous = None
+        for wp in pick[1:-1]:
+            if wp.rot is None:
+                continue
+            points = [wp.pos] if previous is None else [previous + (wp.pos - previous) * a for a in (0.5, 1.0)]
+            for p in points:
+                q, err = ik.solve(qpos, p, wp.rot)
+                qpos[ik.qpos] = q
+                gap = min(gap, (ik.clearance(qpos, q, geoms) if len(geoms) else 0.05) - err)
+            previous = wp.pos
+        return gap
+
+    def _pick(self, turn: float = 0.0, down: float | None = None) -> tuple[list[Waypoint], np.ndarray, str]:
+        """The waypoints that take the object, with the grasp turned by `turn` about the vertical through
+        the object's centre (or the palm down, turned by `down`), the grasp's orientation and its kind."""
+        obj, obj_rot, center = self._object()
+        grasp, rot, normal, kind = self._grasp_pose(self._side, obj.asset, center, obj_rot, self._support_top(), turn, down)
         # First up and out to the side (the hand's outer side), so the hand never sweeps over the object.
-        ready = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)
+        ready = [Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 20)]
+        palm, _ = self._ik[self._side].palm_pose(self.env.scene.sim.data._data.qpos)
+        top = center[2] + float(np.abs(obj_rot[2]) @ obj.asset.half)
+        if np.linalg.norm(palm[:2] - center[:2]) < 0.15 and palm[2] < top + START_CLEARANCE:
+            # The fixture tasks' arms start with the hand beside a tall bottle's top: moved straight across,
+            # the palm caught the wine's neck and dragged it over.
+            ready.insert(0, Waypoint(np.append(palm[:2], top + START_CLEARANCE), None, None, 15))
         hand = APPROACH[kind]
         if kind != "side":     # from above, coming down just clear of the object
             above = grasp + np.array([0.0, 0.0, 0.12]) - 0.02 * normal
-            if env.spec_.fixture:
+            if self.env.spec_.fixture:
                 above[2] = max(above[2], CLEAR_Z)  # over an open drawer or door on the way
-            pick = [ready, Waypoint(above, rot, hand, 30), Waypoint(grasp, rot, hand, 20)]
+            pick = ready + [Waypoint(above, rot, hand, 30), Waypoint(grasp, rot, hand, 20)]
         else:                  # from the side along the palm normal, until the palm touches
             beside = grasp - 0.08 * normal
             above = beside.copy()
             above[2] = max(beside[2] + 0.12, CLEAR_Z)
-            pick = [ready, Waypoint(above, rot, hand, 30), Waypoint(beside, rot, hand, 20),
-                    Waypoint(grasp, rot, hand, 20)]
+            pick = ready + [Waypoint(above, rot, hand, 30), Waypoint(beside, rot, hand, 20),
+                       Waypoint(grasp, rot, hand, 20)]
         pick.append(Waypoint(grasp, rot, CLOSED, 1, hand_first=True, dwell=10))
-        return pick + [lambda: self._place(rot)]  # a step planned when it is reached
+        return pick, rot, kind
 
     def _object(self):
         """The task object's body, its rotation and the world centre of its bounding box, as they are now."""
@@ -202,30 +294,97 @@ class ScriptedExpert:
 
     def _place_in_container(self, palm, offset, below, rot) -> list[Waypoint]:
         env = self.env
-        other = "left" if self._side == "right" else "right"
         d = env.scene.sim.data._data
         target = env.scene.bodies["target"]
         tpos = d.xpos[target.body_id]
-        region = target.asset.top_tier or target.asset.interior
-        floor = tpos[2] + region.center[2] - region.half[2]
+        floor = self._target_floor(target)
         carry = max(tpos[2] + target.asset.top, floor) + below + 0.08
         lift = palm + np.array([0.0, 0.0, 0.2])
-        above = np.array([tpos[0], tpos[1], max(carry + offset[2], lift[2])]) + np.array([offset[0], offset[1], 0.0])
-        place = above.copy()
-        place[2] = max(floor + below + 0.03 + offset[2], self._rim_clearing_height(place, palm, target))
+        # The whole hand and forearm pass over the container's top too: a palm facing down, turned to reach
+        # across the body, carries its wrist and forearm lower than the object, and they swept a shelf off its
+        # place. How low they hang depends on the arm's posture there: found by inverse kinematics.
+        above = np.array([tpos[0] + offset[0], tpos[1] + offset[1], max(carry + offset[2], lift[2])])
+        ik, qpos = self._ik[self._side], self._commanded_qpos()
+        for _ in range(3):
+            q = self._reach(qpos, above, rot)
+            corners = ik.corners_at(qpos, q, ik.arm_geoms)
+            over = np.linalg.norm(corners[:, :2] - tpos[:2], axis=1) < target.asset.horizontal_radius + 0.03
+            if not over.any():
+                break
+            lowest = corners[over, 2].min() - above[2]
+            need = tpos[2] + target.asset.top + HAND_CLEARANCE_OVER - lowest
+            if above[2] >= need - 1e-3:
+                break
+            above[2] = need
         return [
             Waypoint(lift, rot, CLOSED, 25),
-            Waypoint(above, rot, CLOSED, 35),
-            Waypoint(place, rot, CLOSED, 20),
-            Waypoint(place, rot, OPEN, 1, hand_first=True, dwell=8),
-            # Straight up out of the container: pulled sideways, the open thumb hooked its rim and tipped it over.
-            Waypoint(place + np.array([0.0, 0.0, 0.15]), rot, OPEN, 15),
-            Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), rot, OPEN, 30),
-            # Success wants both hands 25 cm from the container and the object: the idle hand rests about that
-            # close to an object on a top tier, so it moves out to its side.
-            Waypoint(HOME[other] + np.array([-0.05, 0.1 if other == "left" else -0.1, -0.05]), self._rest_rot[other],
-                     OPEN, 20, side=other),
+            Waypoint(above, rot, CLOSED, 35, dwell=6),
+            lambda: self._lower_into_container(rot, below, above[2]),
         ]
+
+    def _along_tier(self, obj, obj_rot, target) -> float:
+        """The turn about the vertical that lays the object's longer horizontal side along the tier's longer
+        side; 0 for objects about as wide as long."""
+        tier = np.asarray(target.asset.top_tier.half)
+        lengths = obj.asset.half * np.linalg.norm(obj_rot[:2, :], axis=0)    # each axis' horizontal reach
+        order = np.argsort(lengths)
+        if lengths[order[2]] < ROUND * lengths[order[1]]:
+            return 0.0
+        axis = obj_rot[:, order[2]]
+        trot = self.env.scene.sim.data._data.xmat[target.body_id].reshape(3, 3)
+        tier_axis = trot[:, 0] if tier[0] >= tier[1] else trot[:, 1]
+        return _wrap_half_pi(np.arctan2(tier_axis[1], tier_axis[0]) - np.arctan2(axis[1], axis[0]))
+
+    def _target_floor(self, target) -> float:
+        """The height an object set in the container rests on: its floor, or a tiered one's upper board.
+        Read off the parts (scaled with the container), not its regions: a tiered shelf's `top_tier` is given
+        at the unscaled size, 5 cm above the board of the 0.7-scaled shelf."""
+        return float(self.env.scene.sim.data._data.xpos[target.body_id][2] + target.asset.surface)
+
+    def _lower_into_container(self, rot, below, height) -> list[Waypoint]:
+        """Planned over the container, from where the object hangs in the hand then: a held object slides
+        and swings in the fingers while it is lifted and carried (a bell pepper 4 cm), and lowered by the
+        offset measured at the grasp it landed on the edge of a tiered shelf's board and fell off."""
+        env = self.env
+        d = env.scene.sim.data._data
+        target = env.scene.bodies["target"]
+        tpos = d.xpos[target.body_id]
+        obj, obj_rot, center = self._object()
+        palm, _ = self._ik[self._side].palm_pose(d.qpos)
+        offset = palm - center
+        if target.asset.top_tier is not None:
+            # Success counts the object's bounding-box corners in the tier: a croissant lying across the
+            # shelf's 13 cm depth had 3 of its 4 top corners outside. Turned about the vertical through the
+            # object's centre, its long side lies along the shelf's.
+            turn = _rot_z(self._along_tier(obj, obj_rot, target))
+            offset = turn @ offset
+            rot = turn @ rot
+        above = np.array([tpos[0] + offset[0], tpos[1] + offset[1], height])
+        release = THUMB_UP if self._kind == "lying" else OPEN
+        place = above.copy()
+        place[2] = max(self._target_floor(target) + below + 0.03 + offset[2],
+                       self._rim_clearing_height(place, palm, target))
+        return [
+            Waypoint(above, rot, CLOSED, 10),
+            Waypoint(place, rot, CLOSED, 20),
+            # A palm facing down lets go with the thumb up: turned across the palm, it is under the object, and
+            # rising it tipped a croissant off a shelf.
+            Waypoint(place, rot, release, 1, hand_first=True, dwell=8),
+            # Straight up out of the container: pulled sideways, the open thumb hooked its rim and tipped it over.
+            Waypoint(place + np.array([0.0, 0.0, 0.15]), rot, release, 15),
+            lambda: self._retreat(rot),
+        ]
+
+    def _retreat(self, rot) -> list[Waypoint]:
+        """Both hands to rest poses clear of the container and the object, by where they are now: success
+        wants both hands 25 cm from each. The idle hand rests about that close to an object on a top tier,
+        and the placing hand's own rest pose was 17 cm from a can on a shelf standing near the robot."""
+        d = self.env.scene.sim.data._data
+        _, _, center = self._object()
+        avoid = np.array([center, d.xpos[self.env.scene.bodies["target"].body_id]])
+        other = _other_side(self._side)
+        return [Waypoint(_clear_rest(self._side, avoid), rot, OPEN, 30),
+                Waypoint(_clear_rest(other, avoid), self._rest_rot[other], OPEN, 20, side=other)]
 
     def _rim_clearing_height(self, place: np.ndarray, palm: np.ndarray, target) -> float:
         """The lowest palm height at `place` at which no part of the hand, as it holds the object now, is below
@@ -237,14 +396,16 @@ class ScriptedExpert:
         region = target.asset.top_tier or target.asset.interior
         local = (corners - tpos) @ trot - np.asarray(region.center)
         # The opening: the ellipse inside the region's footprint, less a margin (round containers are round).
-        half = np.asarray(region.half[:2]) - RIM_MARGIN
+        # (The regions are given at the container's unscaled size: clamped to its bounding box as built.)
+        half = np.minimum(region.half[:2], target.asset.half[:2]) - RIM_MARGIN
         outside = np.sum((local[:, :2] / half) ** 2, axis=1) > 1.0
         if not outside.any():
             return -np.inf
         rim = tpos[2] + target.asset.top + RIM_MARGIN
         return place[2] + rim - corners[outside, 2].min()
 
-    def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray, support: float):
+    def _grasp_pose(self, side: str, asset, center: np.ndarray, obj_rot: np.ndarray, support: float,
+                    turn: float = 0.0, down: float | None = None):
         """Palm site position and orientation for a power grasp, the palm normal, and the kind of grasp.
 
         "side" and "upright": the handshake pose, palm beside the object, approached from the side (tall
@@ -263,10 +424,14 @@ class ScriptedExpert:
             roll, kind = np.pi / 2, "lying"
         elif 2 * half_local[2] < SHORT:
             roll, kind = SHORT_ROLL, "rolled"
+        if down is not None:
+            yaw, roll, kind = down, np.pi / 2, "lying"
         if kind in ("side", "upright") and _is_boxy(asset):
             # Palm flat against a face: on a box standing diagonally the fingers close on two edges, and it
             # turns in the hand.
             yaw = _outward_face_yaw(np.arctan2(obj_rot[1, 0], obj_rot[0, 0]), sign)
+        elif kind != "lying":
+            yaw = turn
         turn = _rot_z(yaw) @ _rot_x(sign * roll)
         rot = turn @ self._rest_rot[side]
         normal = turn @ np.array([0.0, -sign, 0.0])          # palm normal in the world
@@ -395,6 +560,28 @@ class ScriptedExpert:
         away = Waypoint(HOME[self._side] + np.array([0.0, 0.0, 0.05]), self._rest_rot[self._side], OPEN, 25)
         return [away, Waypoint(wps[0].pos + np.array([-0.05, 0.0, 0.1]), rot, FIST, 20, hand_first=True, side=side)] + \
             wps + [Waypoint(wps[-1].pos + np.array([-0.15, 0.0, 0.05]), rot, OPEN, 20, side=side)]
+
+
+def _other_side(side: str) -> str:
+    return "left" if side == "right" else "right"
+
+
+# Rest positions to try, nearest to HOME first (per side, y mirrored): outwards, back and up from it.
+REST_STEPS = [np.array(v) for v in ((0.0, 0.0, 0.05), (-0.05, -0.1, -0.05), (-0.05, -0.15, 0.05), (-0.1, -0.15, 0.1),
+                                    (-0.1, -0.2, -0.05), (-0.1, -0.05, 0.2))]
+REST_CLEARANCE = 0.3        # success wants 0.25 m
+
+
+def _clear_rest(side: str, avoid: np.ndarray) -> np.ndarray:
+    """The first rest position (`REST_STEPS` from `HOME`) at least `REST_CLEARANCE` from every point of `avoid`,
+    else the one farthest from them."""
+    mirror = np.array([1.0, 1.0 if side == "right" else -1.0, 1.0])
+    candidates = [HOME[side] + step * mirror for step in REST_STEPS]
+    gaps = [np.linalg.norm(avoid - c, axis=1).min() for c in candidates]
+    for c, g in zip(candidates, gaps):
+        if g >= REST_CLEARANCE:
+            return c
+    return candidates[int(np.argmax(gaps))]
 
 
 def _rot_x(angle: float) -> np.ndarray:
