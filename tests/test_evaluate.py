@@ -13,6 +13,7 @@ from lda_bench.policy import available_policies, make_policy
 from lda_bench.records import RecordStore
 from lda_bench.rollout import run_episode
 from policies.basic import HoldPolicy
+from tasks.sampling import sample_scene
 from tasks.specs import get_task
 
 TASK = "PnP Can To Drawer Close"
@@ -92,7 +93,9 @@ def test_one_and_two_workers_record_the_same_episodes_as_a_single_fresh_run(tmp_
     evaluate(policy, args, workers=2, out=tmp_path / "two", **settings)
     one, two = outcomes(tmp_path / "one"), outcomes(tmp_path / "two")
     assert len(one) == 3 and one == two
-    assert len({instruction for _, instruction, *_ in one.values()}) == 3, "trials did not get their own scenes"
+    spec = get_task(novel)
+    drawn = [spec.language(sample_scene(spec, trial).object) for trial in range(3)]
+    assert [one[key][1] for key in sorted(one, key=lambda key: key[3])] == drawn, "trial i is evaluation scene i"
     fresh = run_episode(task_env(novel), make_policy(policy, **args), get_task(novel), 2, 2, 8, 20,
                         policy_name=policy, policy_args=args)
     assert one[fresh.key] == (fresh.seed, fresh.instruction, fresh.success, fresh.steps, fresh.first_success_step,

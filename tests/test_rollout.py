@@ -23,7 +23,7 @@ class ScriptedEnv:
     """Stands in for a task environment (no simulation): the task succeeds at control step `success_at`."""
 
     image_hw = (16, 16)
-    image_variant, scene_split = "square", "eval"
+    image_variant, scene_split, instances = "square", "eval", "A"
 
     def __init__(self, success_at: int | None = None):
         self.success_at = success_at
