@@ -116,6 +116,9 @@ class Region:
     center: tuple[float, float, float]
     half: tuple[float, float, float]
 
+    def scaled(self, s: float) -> Region:
+        return Region(tuple(v * s for v in self.center), tuple(v * s for v in self.half))
+
     def contains(self, local_points: np.ndarray) -> np.ndarray:
         d = np.abs(np.atleast_2d(local_points) - np.asarray(self.center))
         return np.all(d <= np.asarray(self.half), axis=-1)
@@ -146,9 +149,13 @@ class Asset:
     kind: str = "object"                   # object | container | fixture
 
     def scaled(self, s: float) -> Asset:
+        """The asset `s` times as large, its interior and top tier with it (a fixture's door is not scaled)."""
         if s == 1.0:
             return self
-        return replace(self, parts=tuple(p.scaled(s) for p in self.parts), mass=self.mass * s ** 3)
+        if self.joint is not None:
+            raise ValueError(f"{self.name}: a fixture is built at its size, not scaled")
+        return replace(self, parts=tuple(p.scaled(s) for p in self.parts), mass=self.mass * s ** 3,
+                       interior=self.interior and self.interior.scaled(s), top_tier=self.top_tier and self.top_tier.scaled(s))
 
     @property
     def bottom(self) -> float:

@@ -132,7 +132,11 @@ def test_robot_start_and_base_jitter():
 
 def test_target_containers_carry_upstreams_scale():
     spec = get_task("PnP Novel From Tray To Tieredshelf")
-    assert target_asset(spec).half[2] == pytest.approx(0.7 * assets.CONTAINERS["tiered_shelf"].half[2])
+    shelf, built = target_asset(spec), assets.CONTAINERS["tiered_shelf"]
+    assert shelf.half[2] == pytest.approx(0.7 * built.half[2])
+    # what success measures scales with what is built: the top tier sits on the scaled upper board
+    assert shelf.top_tier.center[2] == pytest.approx(0.7 * built.top_tier.center[2])
+    assert shelf.top_tier.half[0] == pytest.approx(0.7 * built.top_tier.half[0])
     assert target_asset(get_task("PnP Novel From Tray To Pot")).half[2] == assets.CONTAINERS["pot"].half[2]
 
 
