@@ -170,7 +170,7 @@ def _run_protocol(protocol: EvalProtocol, policy: str, policy_args: dict[str, An
 
 @dataclass(frozen=True)
 class SeedManifest:
-    """Trial i of every task starts from scene seed i.
+    """Trial i of every task starts from scene seed i of the evaluation split.
 
     `tasks/sampling.py` mixes the task name into the scene's random generator, so tasks do not share
     scenes, and trial i of task T is the same scene whatever worker, order, process or machine runs it.
@@ -184,7 +184,8 @@ class SeedManifest:
     def write(self, run_dir: Path | str) -> None:
         """Record the rule in `seeds.json` (identical for every writer, so concurrent runs cannot clash)."""
         text = json.dumps({"scene_seed": "trial index", "suite": self.suite,
-                           "note": "tasks/sampling.py seeds each scene from sha256('<task>|<seed>')"}, indent=2) + "\n"
+                           "note": "tasks/sampling.py seeds each scene from sha256('<task>|eval|<seed>'): the evaluation "
+                                   "split, which no demonstration draws from"}, indent=2) + "\n"
         path = Path(run_dir) / "seeds.json"
         if not path.exists():
             _create_once(path, text)
