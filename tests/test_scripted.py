@@ -15,7 +15,9 @@ def _run(env, policy, seed, max_steps=480):
     return False
 
 
-@pytest.mark.parametrize("seed", [0, 5])   # a lemon (palm rolled under it) and a tomato
+# Seeds of the evaluation split (tasks.sampling.sample_scene(spec, seed).object names the object).
+@pytest.mark.parametrize("seed", [4, 21])  # a lemon with a second object beside it on the plate (taken palm down,
+                                           # fingers turned away from the other) and a tomato (palm rolled under it)
 def test_expert_puts_the_object_in_the_bowl(task_env, seed):
     env = task_env("PnP Novel From Plate To Bowl")
     expert = make_policy("scripted")
@@ -25,9 +27,9 @@ def test_expert_puts_the_object_in_the_bowl(task_env, seed):
 
 
 @pytest.mark.parametrize("task, seed", [
-    ("PnP Novel From Placemat To Tieredshelf", 9),   # a squash, 17 cm: by its neck, onto the open top tier
-    ("PnP Novel From Tray To Pot", 0),               # a croissant: the open hand leaves the pot standing
-    ("PnP Novel From Tray To Pot", 14),              # a cupcake in the rolled palm, wider than the pot's opening:
+    ("PnP Novel From Placemat To Tieredshelf", 11),  # a squash, 17 cm: by its neck, onto the open top tier
+    ("PnP Novel From Tray To Pot", 11),              # a croissant, palm down: the open hand leaves the pot standing
+    ("PnP Novel From Tray To Pot", 0),               # a cupcake in the rolled palm, wider than the pot's opening:
 ])                                                   # lowered onto the rim, the hand tipped the pot
 def test_expert_places_on_a_top_tier_and_in_a_pot(task_env, task, seed):
     env = task_env(task)
@@ -42,9 +44,9 @@ def test_expert_needs_the_environment():
 
 
 @pytest.mark.parametrize("task, seed", [
-    ("PnP Milk To Microwave Close", 39),    # a carton standing diagonally: grasped by two edges, it turned and fell
-    ("PnP Bottle To Cabinet Close", 2),
-    ("PnP Wine To Cabinet Close", 8),      # the wine hangs 23 degrees tilted in the hand: let go so, it fell over
+    ("PnP Milk To Microwave Close", 0),     # a carton, taken with the palm flat against a face
+    ("PnP Bottle To Cabinet Close", 0),
+    ("PnP Wine To Cabinet Close", 4),      # the hand starts beside the wine's neck: it rises first, or drags it over
 ])
 def test_expert_places_the_object_and_shuts_the_door(task_env, task, seed):
     """The door opens towards the placing hand's side of the table, so the other hand sweeps it shut."""
@@ -57,8 +59,8 @@ def test_expert_places_the_object_and_shuts_the_door(task_env, task, seed):
 
 @pytest.mark.parametrize("task, seed", [
     ("PnP Cup To Drawer Close", 0),            # upright, grasped from above: the palm once landed on the rim
-    ("PnP Novel From Placemat To Bowl", 1),    # a croissant, long along its own y axis: lying produce
-    ("PnP Wine To Cabinet Close", 2),          # tall and heavy, from the side: it once slid out of the fingers
+    ("PnP Novel From Placemat To Bowl", 15),   # a croissant, long along its own y axis: lying produce
+    ("PnP Wine To Cabinet Close", 1),          # tall and heavy, from the side: it once slid out of the fingers
 ])
 def test_expert_lifts_the_object(task_env, task, seed):
     """Whatever the kind of grasp, the object comes off its support with the hand (pick, then carry)."""
