@@ -191,10 +191,19 @@ class Asset:
 
     @property
     def keypoints(self) -> np.ndarray:
-        """The 8 corners of the asset's bounding box, in its frame (used for the tier checks)."""
+        """The 8 corners of the asset's bounding box, in its frame."""
         lo = np.min([np.asarray(p.pos) - p.half_extents() for p in self.parts], axis=0)
         hi = np.max([np.asarray(p.pos) + p.half_extents() for p in self.parts], axis=0)
         return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+    @property
+    def eroded_keypoints(self) -> np.ndarray:
+        """Upstream's 15 points of an object for the tier checks: the bounding box's corners, face centres and
+        centre, each pulled 20% of the way to the centre."""
+        centre, half = self.center, self.half
+        faces = [centre + sign * half * axis for axis in np.eye(3) for sign in (-1, 1)]
+        points = np.vstack([self.keypoints, faces, centre])
+        return centre + 0.8 * (points - centre)
 
 
 # ---------------------------------------------------------------- shapes used by several assets

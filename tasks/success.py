@@ -7,10 +7,12 @@ every condition; `measure_*` read that state off a `TabletopScene`.
   origin; ours have it at their base) is inside the fixture's interior and the door or drawer is closed:
   its state (0 closed .. 1 open; hinge 0..pi/2, drawer 0..full travel) <= 0.005.
 - novel pick-and-place: (a) both hands more than 0.25 m from the container and from the object, (b) the
-  object in the receptacle: for a tiered basket or shelf at least 2 of its keypoints in the highest tier,
+  object in the receptacle: for a tiered basket or shelf at least 2 of its 15 keypoints (bounding box corners,
+  face centres and centre, pulled 20% towards the centre, as upstream's) in the highest tier,
   otherwise touching the container with its xy distance to the container's centre under 0.7 x the
   container's horizontal radius, (c) the object not touching the table, (d) the container upright (its z
-  axis' cosine to world z > 0.8), (e) no distractor inside the container.
+  axis' cosine to world z > 0.8), (e) no second object from the source (upstream's `distractor_obj`)
+  inside the container.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def measure_novel(scene, obj_key: str, distractor_keys: list[str]) -> NovelState
     to_container, to_object = hand_distances(scene, obj_key)
     keypoints = None
     if target.asset.top_tier is not None:
-        world = d.xpos[obj.body_id] + obj.asset.keypoints @ d.xmat[obj.body_id].reshape(3, 3).T
+        world = d.xpos[obj.body_id] + obj.asset.eroded_keypoints @ d.xmat[obj.body_id].reshape(3, 3).T
         keypoints = int(target.asset.top_tier.contains(_to_local(d, target.body_id, world)).sum())
     distractor_inside = any(   # by its base: a tall distractor standing in a shallow bowl is in it
         target.asset.interior.contains(_to_local(d, target.body_id, d.xpos[scene.bodies[k].body_id]))[0]

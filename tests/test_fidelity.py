@@ -205,3 +205,23 @@ def test_the_pad_picture_is_the_whole_frame_padded():
     assert small.shape == (64, 64, 3)
     big = Image.fromarray(delivered["video.ego_view_pad_res256_freq20"]).resize((64, 64), Image.BILINEAR)
     assert np.abs(np.asarray(big, float) - small).mean() < 8
+
+
+def test_tier_keypoints_are_upstreams_fifteen_eroded_points():
+    """Upstream counts 15 points of the object in the top tier: corners, face centres and centre, pulled 20%
+    towards the centre. A croissant lying across the 0.7-scale shelf's tier (narrower than the croissant is
+    long) still has several of them inside, where it would have no corner inside."""
+    croissant = assets.OBJECT_INSTANCES["croissant"][0]
+    points = croissant.eroded_keypoints
+    assert points.shape == (15, 3)
+    np.testing.assert_allclose(points[-1], croissant.center)
+    np.testing.assert_allclose(np.abs(points[:8] - croissant.center), 0.8 * np.broadcast_to(croissant.half, (8, 3)))
+    tier = target_asset(get_task("PnP Novel From Tray To Tieredshelf")).top_tier
+    floor = np.array(tier.center) - [0, 0, tier.half[2]]
+    resting = points - croissant.center + floor + [0, 0, croissant.half[2] + 0.002]
+    rotated = resting.copy()
+    rotated[:, :2] = (resting[:, :2] - floor[:2]) @ np.array([[0, 1], [-1, 0]]) + floor[:2]   # across the tier
+    assert tier.contains(rotated).sum() >= 2
+    corners = croissant.keypoints - croissant.center + floor + [0, 0, croissant.half[2] + 0.002]
+    corners[:, :2] = (corners[:, :2] - floor[:2]) @ np.array([[0, 1], [-1, 0]]) + floor[:2]
+    assert tier.contains(corners).sum() == 0
