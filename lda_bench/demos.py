@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lda_bench.lerobot import LeRobotDataset, LeRobotWriter, find_datasets
+from tasks.images import DEFAULT_VARIANT, default_size
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, VIDEO_KEY
 
 PROGRESS_FILE = "meta/episodes.jsonl"
@@ -106,7 +107,7 @@ class DemoSettings:
     seed_offset: int
     image_size: int | None
     max_steps: int
-    image_variant: str = "bg_crop_pad"
+    image_variant: str = DEFAULT_VARIANT
 
 
 def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSettings, policy=None) -> dict[str, Any]:
@@ -144,7 +145,8 @@ def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSetting
         success = False
     quality = "high" if success and not low else "low"
     return writer.write_episode(index, np.stack(states), np.stack(actions), {"ego_view": np.stack(frames)},
-                                info["instruction"], seed=seed, scene_split=SCENE_SPLIT, success=bool(success), quality=quality,
+                                info["instruction"], seed=seed, scene_split=SCENE_SPLIT, image_variant=env.image_variant,
+                                image_size=env.image_hw[0], success=bool(success), quality=quality,
                                 spoilers=sorted(policy.spoilers) if low else [], error=error)
 
 
@@ -206,7 +208,7 @@ def _finished(root: Path) -> dict[int, dict[str, Any]]:
 def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_quality_fraction: float = 0.2,
              seed_offset: int = 0, image_size: int | None = None, max_steps: int = 720, progress: bool = True,
              on_episode: Callable[[str, dict[str, Any]], None] | None = None,
-             image_variant: str = "bg_crop_pad", indices: range | None = None) -> list[Path]:
+             image_variant: str = DEFAULT_VARIANT, indices: range | None = None) -> list[Path]:
     """Record `episodes` demonstrations of `task` (a name, family or 'all') into `out/<GR00T folder>`,
     continuing whatever an earlier run left; returns the dataset folders. `on_episode(task, row)` is
     called as each episode is recorded. `indices` records only those episodes of the `episodes`: a shard
@@ -220,10 +222,16 @@ def generate(task: str, episodes: int, out: Path | str, workers: int = 1, low_qu
     indices = range(episodes) if indices is None else indices
     if not indices or indices[0] < 0 or indices[-1] >= episodes:
         raise ValueError(f"indices must be a non-empty range within 0..{episodes - 1}; got {indices}")
+    image_size = default_size(image_variant) if image_size is None else image_size
     settings = DemoSettings(str(out), episodes, low_quality_fraction, seed_offset, image_size, max_steps, image_variant)
     names = [spec.name for spec in resolve_tasks([task])]
     roots = {name: Path(out) / dataset_folder(name, episodes) for name in names}
     done = {name: _finished(root) for name, root in roots.items()}
+    for name, rows in done.items():  # one dataset holds one kind of picture
+        held = {(row.get("image_variant"), row.get("image_size")) for row in rows.values()} - {(image_variant, image_size)}
+        if held:
+            raise ValueError(f"{roots[name]} holds episodes recorded with image variant and size {sorted(held, key=str)}, "
+                             f"not {image_variant!r} at {image_size}: record into another folder, or give those")
     for root in roots.values():
         (root / "meta").mkdir(parents=True, exist_ok=True)
     todo = [(name, i) for name in names for i in indices if i not in done[name]]

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from lda_bench.policy import make_policy, policy_arguments
 from lda_bench.records import EpisodeRecord, EvalProtocol, RecordStore, SeedManifest, canonical_args, record_key
 from lda_bench.rollout import run_episode
-from tasks.images import default_size
+from tasks.assets import validate_instances
+from tasks.images import DEFAULT_VARIANT, default_size
 from tasks.specs import TaskSpec, get_task, resolve_tasks
 
 # One simulation per core: without these, BLAS and OpenMP thread pools of two workers fight over the cores
@@ -47,7 +48,7 @@ class EpisodeSettings:
     image_size: int
     video: bool
     policy_timeout_s: float | None
-    image_variant: str = "bg_crop_pad"
+    image_variant: str = DEFAULT_VARIANT
     instances: str = "A"
 
     @property
@@ -106,7 +107,7 @@ class EvalSummary:
 def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str | list[str] = "all", trials: int = 51,
              workers: int = 1, action_steps: int = 8, max_steps: int = 720, out: Path | str = "runs/eval",
              video: bool = False, image_size: int | None = None, progress: bool = True,
-             policy_timeout_s: float | None = None, image_variant: str = "bg_crop_pad",
+             policy_timeout_s: float | None = None, image_variant: str = DEFAULT_VARIANT,
              instances: str = "A") -> EvalSummary:
     """Run the trials of `tasks` not yet recorded in `out`, then print and return the per-task summary.
 
@@ -116,7 +117,8 @@ def evaluate(policy: str, policy_args: dict[str, Any] | None = None, tasks: str 
     episode with a TimeoutError. With `video`, every episode is also written to `out/videos/`.
     """
     policy_args = dict(policy_args or {})
-    image_size = image_size or default_size(image_variant)
+    image_size = default_size(image_variant) if image_size is None else image_size
+    validate_instances(instances)
     policy_arguments(policy)  # an unknown policy name fails here, before any worker starts
     specs = resolve_tasks(tasks)
     check_positive(trials=trials, workers=workers, action_steps=action_steps, max_steps=max_steps,

@@ -27,6 +27,9 @@ from typing import Any, Callable
 
 import yaml
 
+from tasks.assets import INSTANCE_SPLITS
+from tasks.images import DEFAULT_VARIANT, IMAGE_VARIANTS
+
 from lda_bench.demos import PROGRESS_FILE, dataset_folder, generate, merge, validate
 from lda_bench.sweep import ClusterProfile, SweepPolicy, make_executor, make_sweep, resolve_profile, run_bounded, \
     run_sweep, sweep_status
@@ -80,6 +83,8 @@ class Experiment:
     max_steps: int = 720
     action_steps: int = 8
     image_size: int | None = None
+    image_variant: str = DEFAULT_VARIANT  # the picture demonstrations hold and evaluations deliver (tasks/images.py)
+    instances: str = "A"                  # the object instances evaluated: A, or B (held out; demonstrations use A)
     executor: str = "local"
     profile: str | None = None          # cluster profile of every job (`slurm/profiles/`)
     train_profile: str | None = None    # of the training jobs, when they need other resources (GPUs)
@@ -143,6 +148,10 @@ def _experiment(data: Any, path: Path) -> Experiment:
             policy_arguments(policy.policy)
         except KeyError as exc:
             raise fail(f"evaluate[{i}].policy: {exc.args[0]}") from exc
+    if experiment.image_variant not in IMAGE_VARIANTS:
+        raise fail(f"image_variant must be one of {', '.join(IMAGE_VARIANTS)}, got {experiment.image_variant!r}")
+    if experiment.instances not in INSTANCE_SPLITS:
+        raise fail(f"instances must be one of {', '.join(INSTANCE_SPLITS)}, got {experiment.instances!r}")
     if experiment.executor not in EXECUTORS:
         raise fail(f"executor must be one of {', '.join(EXECUTORS)}, got {experiment.executor!r}")
     if experiment.executor == "slurm" and experiment.profile is None:
@@ -252,7 +261,8 @@ def _sweep(out: Path, experiment: Experiment):
                 + [SweepPolicy(p.policy, p.args) for p in experiment.evaluate])
     sweep = make_sweep(list(dict.fromkeys(p.name for p in policies)), tasks=experiment.tasks, trials=experiment.trials,
                        out=out / "eval", max_steps=experiment.max_steps, action_steps=experiment.action_steps,
-                       image_size=experiment.image_size)
+                       image_size=experiment.image_size, image_variant=experiment.image_variant,
+                       instances=experiment.instances)
     return replace(sweep, policies=tuple(policies))
 
 
@@ -263,6 +273,7 @@ def record_shard(task: str, experiment: Experiment, shard_root: Path, indices: r
     demos = experiment.demos
     return generate(task, demos.episodes, shard_root / f"{indices.start:06d}-{indices.stop:06d}",
                     low_quality_fraction=demos.low_quality_fraction, image_size=experiment.image_size,
+                    image_variant=experiment.image_variant,
                     max_steps=demos.max_steps, progress=False, indices=indices)[0]
 
 

@@ -26,7 +26,8 @@ import submitit
 from lda_bench.evaluate import WORKER_ENVIRONMENT, EpisodeSettings, check_positive, run_episodes
 from lda_bench.policy import policy_arguments
 from lda_bench.records import EvalProtocol, RecordStore, canonical_args, record_key
-from tasks.images import default_size
+from tasks.assets import validate_instances
+from tasks.images import DEFAULT_VARIANT, default_size
 from tasks.specs import resolve_tasks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +137,7 @@ class Sweep:
     max_steps: int = 720
     action_steps: int = 8
     image_size: int = 256
-    image_variant: str = "bg_crop_pad"
+    image_variant: str = DEFAULT_VARIANT
     instances: str = "A"
 
     def settings(self, policy: SweepPolicy) -> EpisodeSettings:
@@ -157,12 +158,13 @@ class Sweep:
             raise FileNotFoundError(f"{out} is not a sweep folder (no sweep.json)")
         data = json.loads(path.read_text(encoding="utf-8"))
         policies = tuple(SweepPolicy(p["name"], p["args"]) for p in data.pop("policies"))
+        data.setdefault("image_variant", "square")   # sweeps written before the variants rendered the square picture
         return cls(policies=policies, tasks=tuple(data.pop("tasks")), out=Path(out), **data)
 
 
 def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | None = None,
                tasks: str | list[str] = "all", trials: int = 51, out: Path | str = "runs/sweep", max_steps: int = 720,
-               action_steps: int = 8, image_size: int | None = None, image_variant: str = "bg_crop_pad",
+               action_steps: int = 8, image_size: int | None = None, image_variant: str = DEFAULT_VARIANT,
                instances: str = "A") -> Sweep:
     """A sweep from command-line terms: `policy_args` maps a policy name (or "" for all) to its arguments."""
     policy_args = policy_args or {}
@@ -171,7 +173,8 @@ def make_sweep(policies: list[str], policy_args: dict[str, dict[str, Any]] | Non
         raise ValueError(f"policy arguments given for {unknown}, which the sweep does not run")
     for name in policies:
         policy_arguments(name)  # an unknown policy fails here, before anything is written or submitted
-    image_size = image_size or default_size(image_variant)
+    image_size = default_size(image_variant) if image_size is None else image_size
+    validate_instances(instances)
     check_positive(trials=trials, max_steps=max_steps, action_steps=action_steps, image_size=image_size)
     chosen = tuple(SweepPolicy(name, {**policy_args.get("", {}), **policy_args.get(name, {})})
                    for name in dict.fromkeys(policies))

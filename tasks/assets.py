@@ -382,13 +382,19 @@ OBJECT_INSTANCES: dict[str, tuple[Asset, ...]] = {
 INSTANCE_SPLITS = ("A", "B")
 
 
+def validate_instances(split: str) -> str:
+    if split not in INSTANCE_SPLITS:
+        raise ValueError(f"instances must be one of {INSTANCE_SPLITS} (A: the 24 tasks' object instances; B: the "
+                         f"held-out ones, as upstream's EvalPnPNovel...SplitB), got {split!r}")
+    return split
+
+
 def instance_split(category: str, split: str) -> tuple[Asset, ...]:
     """A category's instances in one split: "A" the first half (rounded up), "B" the rest, as upstream robocasa
     splits each category's sorted instances."""
     if category not in OBJECT_INSTANCES:
         raise ValueError(f"unknown category {category!r}: one of {sorted(OBJECT_INSTANCES)}")
-    if split not in INSTANCE_SPLITS:
-        raise ValueError(f"unknown split {split!r}: one of {INSTANCE_SPLITS}")
+    validate_instances(split)
     instances = OBJECT_INSTANCES[category]
     half = math.ceil(len(instances) / 2)
     return instances[:half] if split == "A" else instances[half:]
@@ -558,7 +564,7 @@ def _hinged_fixture(name, hx, hy, height, rgba, door_rgba, hinge_side, panel=0.0
 # microwave 0.35 x 0.40 x 0.30.
 FIXTURES: dict[str, Asset] = {
     "drawer": _drawer_chest(),
-    # A tall left-hand cabinet on the robot's left, one shelf-less interior: hinge on its -y edge (towards the
+    # A tall left-hand cabinet, one shelf-less interior: hinge on its -y edge (towards the
     # table centre).
     "cabinet": _hinged_fixture("cabinet", 0.15, 0.15, 0.8, _rgba(0.55, 0.4, 0.28), _rgba(0.62, 0.46, 0.32), +1),
     # Right-hand microwave on the robot's right: hinge on its +y edge, control panel on the -y side.

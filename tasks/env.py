@@ -19,7 +19,7 @@ import numpy as np
 from tasks import images, success
 from tasks.layout import ACTION_DIMS, ACTION_KEYS, HAND_RANGE, LANGUAGE_KEY, ROBOSUITE_SLICES, VIDEO_KEY
 from tasks.robot import to_robosuite
-from tasks.assets import INSTANCE_SPLITS
+from tasks.assets import validate_instances
 from tasks.sampling import SceneSample, sample_scene, validate_seed, validate_split
 from tasks.scene import EGOVIEW, TabletopScene
 from tasks.specs import TaskSpec, get_task
@@ -51,10 +51,7 @@ class GR1TabletopEnv(gym.Env):
         self.image_variant = images.validate_variant(image_variant)
         self.image_hw = _image_hw(image_size, image_variant)
         self.scene_split = validate_split(scene_split)
-        if instances not in INSTANCE_SPLITS:
-            raise ValueError(f"instances must be one of {INSTANCE_SPLITS} (A: the 24 tasks' object instances; "
-                             f"B: the held-out ones), got {instances!r}")
-        self.instances = instances
+        self.instances = validate_instances(instances)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.render_mode = render_mode
@@ -231,7 +228,7 @@ def make_env(task: str | TaskSpec, image_size: int | tuple[int, int] | None = No
     if backend == "robocasa":
         from tasks.upstream import make_upstream_env
 
-        return make_upstream_env(spec, hw)
+        return make_upstream_env(spec, hw, image_variant, scene_split, instances)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 

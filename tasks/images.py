@@ -16,6 +16,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from tasks.layout import VIDEO_KEY
+
 UPSTREAM_FRAME = (800, 1280)                     # height, width of upstream's render
 CROP_ROWS, CROP_COLS = (310, 770), (110, 1130)   # bg_crop_pad's window in that frame
 CROP_RESIZE = (480, 720)                         # height, width the window is stretched to before padding
@@ -77,7 +79,7 @@ def deliver(frame: np.ndarray, variant: str, size: int) -> dict[str, np.ndarray]
     """The observation's pictures from one render: `video.ego_view` in `variant` at `size`, and (for the
     upstream variants) both of upstream's 256-pixel keys."""
     if variant == "square":
-        return {"video.ego_view": frame}
+        return {VIDEO_KEY: frame}
     pictures = {key: _CUT[name](frame) for name, key in VARIANT_KEYS.items()}
     main = pictures[VARIANT_KEYS[variant]] if size == DELIVERED else _CUT[variant](frame, size)
-    return {"video.ego_view": main, **pictures}
+    return {VIDEO_KEY: main, **pictures}

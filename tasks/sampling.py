@@ -223,9 +223,7 @@ def sample_scene(spec: TaskSpec, seed: int, split: str = "eval", instances: str 
     """Scene `seed` of a task; `redraw` k > 0 draws it anew from the seed's k-th side stream (the environment
     does when the robot's resting arms would start inside what the first draw placed)."""
     seed = validate_seed(seed)
-    if instances not in assets.INSTANCE_SPLITS:
-        raise ValueError(f"instances must be one of {assets.INSTANCE_SPLITS} (split A: the 24 tasks; B: held out), "
-                         f"got {instances!r}")
+    assets.validate_instances(instances)
     rng = scene_rng(spec.name, seed, split, redraw)
     bodies = scene_assets(spec, instances)
     draw = _draw_novel if spec.family == "novel" else _draw_fixture

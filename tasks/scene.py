@@ -171,7 +171,8 @@ class TabletopScene(ManipulationEnv):
             d.qpos[f.joint_qpos_addr] = sample.fixture_open * f.asset.joint.open_value
         robot = self.robots[0]
         m.body_pos[self.robot_base_id] = sample.robot_base
-        placed = np.any([self.bodies[key].geom_mask for key in in_play], axis=0) | self.table_geom_mask
+        placed = np.any([self.bodies[key].geom_mask for key in [*in_play, *(["fixture"] if self.spec.fixture else [])]],
+                        axis=0) | self.table_geom_mask
         # A perturbed arm must not start inside the table or what stands on it (a hand resting in a tall
         # bottle's neck knocks it over as the scene settles): the perturbation is halved until the arms are clear.
         for scale in ARM_OFFSET_SCALES:

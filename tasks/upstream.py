@@ -13,6 +13,7 @@ import importlib
 import gymnasium as gym
 import numpy as np
 
+from tasks.images import VARIANT_KEYS
 from tasks.specs import TaskSpec
 
 INSTALL_HINT = (
@@ -26,28 +27,35 @@ class UpstreamUnavailable(ImportError):
     pass
 
 
-def make_upstream_env(spec: TaskSpec, image_size: tuple[int, int]) -> gym.Env:
+def make_upstream_env(spec: TaskSpec, image_size: tuple[int, int], image_variant: str = "bg_crop_pad",
+                      scene_split: str = "eval", instances: str = "A") -> gym.Env:
+    if image_variant not in VARIANT_KEYS or scene_split != "eval" or instances != "A":
+        raise ValueError(f"the 'robocasa' backend delivers upstream's own scenes and pictures: image_variant one of "
+                         f"{tuple(VARIANT_KEYS)}, scene_split 'eval' and instances 'A' (got {image_variant!r}, "
+                         f"{scene_split!r}, {instances!r})")
     try:
         importlib.import_module("robocasa")
         importlib.import_module("robocasa.utils.gym_utils")  # registers the gr1_unified/* IDs
     except ImportError as e:
         raise UpstreamUnavailable(f"{INSTALL_HINT} (import failed: {e})") from e
-    return UpstreamAdapter(gym.make(spec.upstream_gym_id), spec, image_size)
+    return UpstreamAdapter(gym.make(spec.upstream_gym_id), spec, image_size, image_variant)
 
 
 class UpstreamAdapter(gym.Wrapper):
     """Upstream observations -> this suite's keys; upstream's success list -> one bool."""
 
-    def __init__(self, env: gym.Env, spec: TaskSpec, image_size: tuple[int, int]):
+    scene_split, instances = "eval", "A"     # what a rollout records: upstream's own scenes
+
+    def __init__(self, env: gym.Env, spec: TaskSpec, image_size: tuple[int, int], image_variant: str = "bg_crop_pad"):
         super().__init__(env)
-        self.task_spec, self.image_hw = spec, image_size
+        self.task_spec, self.image_hw, self.image_variant = spec, image_size, image_variant
 
     def _convert(self, obs: dict) -> dict:
         from PIL import Image
 
-        video_key = next((k for k in obs if k.startswith("video.ego_view")), None)
-        if video_key is None:
-            raise KeyError(f"upstream observation has no 'video.ego_view*' key; keys: {sorted(obs)}")
+        video_key = VARIANT_KEYS[self.image_variant]
+        if video_key not in obs:
+            raise KeyError(f"upstream observation has no {video_key!r}; keys: {sorted(obs)}")
         frame = np.asarray(obs[video_key])
         frame = frame[-1] if frame.ndim == 4 else frame
         h, w = self.image_hw

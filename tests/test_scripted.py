@@ -16,26 +16,29 @@ def _run(env, policy, seed, max_steps=480):
 
 
 # Seeds of the evaluation split (tasks.sampling.sample_scene(spec, seed).object names the object).
-@pytest.mark.parametrize("seed", [4, 21])  # a lemon with a second object beside it on the plate (taken palm down,
-                                           # fingers turned away from the other) and a tomato (palm rolled under it)
-def test_expert_puts_the_object_in_the_bowl(task_env, seed):
+@pytest.mark.parametrize("seed, drawn", [(4, "lemon"), (21, "tomato")])  # a lemon with a second object beside it
+                                           # on the plate (taken palm down, fingers turned away from the other)
+                                           # and a tomato (palm rolled under it)
+def test_expert_puts_the_object_in_the_bowl(task_env, seed, drawn):
     env = task_env("PnP Novel From Plate To Bowl")
     expert = make_policy("scripted")
     expert.bind_env(env)
     assert _run(env, expert, seed)
+    assert env.sample.object == drawn, "the seed no longer shows the situation this case is about"
     assert env.conditions()["hands_away"]
 
 
-@pytest.mark.parametrize("task, seed", [
-    ("PnP Novel From Placemat To Tieredshelf", 11),  # a squash, 17 cm: by its neck, onto the open top tier
-    ("PnP Novel From Tray To Pot", 11),              # a croissant, palm down: the open hand leaves the pot standing
-    ("PnP Novel From Tray To Pot", 0),               # a cupcake in the rolled palm, wider than the pot's opening:
-])                                                   # lowered onto the rim, the hand tipped the pot
-def test_expert_places_on_a_top_tier_and_in_a_pot(task_env, task, seed):
+@pytest.mark.parametrize("task, seed, drawn", [
+    ("PnP Novel From Placemat To Tieredshelf", 11, "squash"),  # 17 cm: by its neck, onto the open top tier
+    ("PnP Novel From Tray To Pot", 11, "croissant"),           # palm down: the open hand leaves the pot standing
+    ("PnP Novel From Tray To Pot", 0, "cupcake"),              # in the rolled palm, wider than the pot's opening:
+])                                                             # lowered onto the rim, the hand tipped the pot
+def test_expert_places_on_a_top_tier_and_in_a_pot(task_env, task, seed, drawn):
     env = task_env(task)
     expert = make_policy("scripted")
     expert.bind_env(env)
     assert _run(env, expert, seed, max_steps=720), env.conditions()
+    assert env.sample.object == drawn, "the seed no longer shows the situation this case is about"
 
 
 def test_expert_needs_the_environment():
