@@ -5,6 +5,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from tasks.env import GR1TabletopEnv
+from tasks.scene import UPRIGHT
 from tasks.layout import ACTION_KEYS
 from tasks.specs import TASKS
 
@@ -20,10 +21,11 @@ def test_task_builds_checks_settles_and_steps(task):
         assert obs["video.ego_view"].std() > 5
         d = env.scene.sim.data._data
         for key, body in env.scene.bodies.items():
-            if body.free:
+            if body.free:   # placed upright; produce may lean on a rim
                 assert np.linalg.norm(d.qvel[body.qvel_addr:body.qvel_addr + 3]) < 0.05, key
-                assert d.xmat[body.body_id][8] > 0.95, f"{key} starts tipped"
+                assert d.xmat[body.body_id][8] > UPRIGHT, f"{key} starts tipped"
         settled = {key: d.xpos[body.body_id].copy() for key, body in env.scene.bodies.items() if body.free}
+        leaning = {key: d.xmat[body.body_id][8] for key, body in env.scene.bodies.items() if body.free}
         hold = {f"action.{k}": obs[f"state.{k}"] for k in ACTION_KEYS}
         for _ in range(40):
             obs, reward, terminated, truncated, info = env.step(hold)
@@ -31,7 +33,7 @@ def test_task_builds_checks_settles_and_steps(task):
         for key, start in settled.items():   # nothing rolls or tips while the robot holds still
             body = env.scene.bodies[key]
             assert np.linalg.norm(d.xpos[body.body_id] - start) < 0.01, f"{key} moved on its own"
-            assert d.xmat[body.body_id][8] > 0.95, f"{key} tipped over on its own"
+            assert d.xmat[body.body_id][8] > leaning[key] - 0.02, f"{key} tipped over on its own"
         if env.spec_.fixture:
             assert env.conditions() == {"object_inside": False, "closed": False}
         else:

@@ -108,3 +108,19 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="policy_timeout_s must be a positive"):
         evaluate("hold", tasks=[TASK], policy_timeout_s=0, out=tmp_path)
     assert not (tmp_path / "protocol.json").exists()
+    with pytest.raises(ValueError, match="instances must be one of"):
+        evaluate("hold", tasks=[TASK], instances="C", out=tmp_path)
+    with pytest.raises(ValueError, match="image variant must be one of"):
+        evaluate("hold", tasks=[TASK], image_variant="crop", out=tmp_path)
+    assert not (tmp_path / "protocol.json").exists()
+
+
+def test_a_generalisation_run_draws_the_held_out_instances_in_its_workers(tmp_path):
+    """`instances="B"` reaches the worker's environment: the records say so, and a folder of split A refuses it."""
+    novel = "PnP Novel From Tray To Pot"
+    evaluate("hold", tasks=[novel], trials=2, max_steps=4, workers=2, out=tmp_path, progress=False, instances="B")
+    records = RecordStore(tmp_path).read()
+    assert len(records) == 2 and {r.protocol["instances"] for r in records} == {"B"}
+    assert {r.protocol["image_variant"] for r in records} == {"bg_crop_pad"}
+    with pytest.raises(ValueError, match="instances"):
+        evaluate("hold", tasks=[novel], trials=2, max_steps=4, out=tmp_path, progress=False)

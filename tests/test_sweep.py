@@ -215,3 +215,15 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_after_its_recorded_trials
     assert job.result()["episodes"] >= 1  # the requeued run did the trials that were still missing
     assert recorded_lines(run_dir) == [(CAN, 0), (CAN, 1), (CAN, 2)]
     assert len(list((run_dir / "records").glob("*.jsonl"))) == 2  # two processes wrote: before and after
+
+
+def test_a_sweeps_picture_and_instances_reach_its_jobs_and_survive_a_reload(tmp_path):
+    sweep = sweeps.make_sweep(["hold"], tasks=["PnP Novel From Tray To Pot"], trials=2, out=tmp_path, max_steps=8,
+                              image_variant="pad", instances="B")
+    for job in sweeps.submit(sweep, sweeps.plan(sweep), sweeps.make_executor("debug", sweep.out), "debug"):
+        job.result()
+    loaded = sweeps.Sweep.load(tmp_path)
+    assert (loaded.image_variant, loaded.instances, loaded.image_size) == ("pad", "B", 256)
+    records = RecordStore(tmp_path / sweep.policies[0].folder).read()
+    assert len(records) == 2
+    assert {(r.protocol["image_variant"], r.protocol["instances"]) for r in records} == {("pad", "B")}
