@@ -68,6 +68,8 @@ class EpisodeRecord:
     protocol: dict[str, Any]
     finished_at: float = field(default_factory=time.time)  # unix time: the earliest of duplicates wins
     object: str | None = None        # the task object the scene drew (records of lda-bench <= 0.1.0 lack it)
+    object_instance: str | None = None   # which of its instances (older records lack it)
+    scene_redraws: int | None = None     # side streams the scene was drawn again from (tasks/env.py; older: None)
 
     @property
     def key(self) -> RecordKey:
@@ -85,7 +87,7 @@ class EpisodeRecord:
         return cls(**data)
 
 
-_RECORD_FIELDS = frozenset(f.name for f in fields(EpisodeRecord)) - {"object"}
+_RECORD_FIELDS = frozenset(f.name for f in fields(EpisodeRecord)) - {"object", "object_instance", "scene_redraws"}
 
 
 class ProtocolMismatchError(ValueError):

@@ -71,7 +71,8 @@ def run_episode(env, policy: Policy, task_spec: TaskSpec, trial: int, seed: int,
     return EpisodeRecord(policy=policy_name, policy_args=dict(policy_args or {}), task=task_spec.name, trial=trial,
                          seed=seed, success=success, first_success_step=first_success_step, steps=steps,
                          wall_time_s=wall_time_s, error=error, instruction=instruction, protocol=asdict(protocol),
-                         object=info["scene"]["object"])
+                         object=info["scene"]["object"], object_instance=info["scene"].get("object_instance"),
+                         scene_redraws=info["scene"].get("redraws"))
 
 
 def _ask(call: Callable[[], T], timeout_s: float | None) -> tuple[T | None, str | None]:

@@ -33,7 +33,8 @@ def test_a_record_is_one_json_line_and_reads_back_equal(tmp_path):
     assert len(lines) == 1
     data = json.loads(lines[0])
     assert list(data) == ["policy", "policy_args", "task", "trial", "seed", "success", "first_success_step", "steps",
-                          "wall_time_s", "error", "instruction", "protocol", "finished_at", "object"]
+                          "wall_time_s", "error", "instruction", "protocol", "finished_at", "object", "object_instance",
+                          "scene_redraws"]
     assert data["protocol"] == {"max_steps": 720, "action_steps": 8, "image_size": 224, "suite": SUITE_VERSION}
     assert RecordStore(tmp_path).read() == [record]
 
@@ -44,7 +45,8 @@ def test_records_written_before_the_object_field_still_read(tmp_path):
     store.close()
     path = next((tmp_path / "records").glob("*.jsonl"))
     data = json.loads(path.read_text())
-    del data["object"]
+    for key in ("object", "object_instance", "scene_redraws"):
+        del data[key]
     path.write_text(json.dumps(data) + "\n")
     assert RecordStore(tmp_path).read() == [make_record(object=None)]
 

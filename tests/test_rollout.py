@@ -87,6 +87,7 @@ def test_a_hold_episode_on_the_real_task_is_recorded_in_full(task_env):
     assert (record.policy, record.task, record.trial, record.seed) == ("hold", TASK, 2, 2)
     assert (record.success, record.first_success_step, record.steps, record.error) == (False, None, 12, None)
     assert record.instruction == env.reset(seed=2)[1]["instruction"] and record.object == "can"
+    assert record.object_instance == "can" and record.scene_redraws == env.reset(seed=2)[1]["scene"]["redraws"]
     assert record.protocol["max_steps"] == 12 and record.protocol["action_steps"] == 8
     assert record.protocol["image_size"] == 256 and record.protocol["image_variant"] == "bg_crop_pad"
     assert record.protocol["scene_split"] == "eval" and record.wall_time_s > 0
