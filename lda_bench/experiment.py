@@ -31,8 +31,8 @@ from tasks.assets import INSTANCE_SPLITS
 from tasks.images import DEFAULT_VARIANT, IMAGE_VARIANTS
 
 from lda_bench.demos import PROGRESS_FILE, dataset_folder, generate, merge, validate
-from lda_bench.sweep import ClusterProfile, SweepPolicy, make_executor, make_sweep, resolve_profile, run_bounded, \
-    run_sweep, sweep_status
+from lda_bench.sweep import ClusterProfile, SweepPolicy, job_error_line, make_executor, make_sweep, resolve_profile, \
+    run_bounded, run_sweep, sweep_status
 
 RESOLVED_FILE = "experiment.yaml"
 EXECUTORS = ("local", "slurm", "debug")
@@ -376,7 +376,7 @@ def _run_jobs(experiment: Experiment, profile: str | None, folder: Path, functio
 
     def end(args: tuple, job, cancelled: bool) -> None:
         errors = [] if cancelled else _wait([job])
-        failures.extend(f"{describe(*args)}: {_error_line(exc)}" for exc in errors)
+        failures.extend(f"{describe(*args)}: {job_error_line(exc)}" for exc in errors)
         print(f"{describe(*args)}: {'cancelled' if cancelled else 'failed' if errors else 'done'}", flush=True)
 
     run_bounded(arguments, at_once, lambda args: executor.submit(function, *args), on_end=end, poll_s=poll_s)
@@ -394,12 +394,6 @@ def _wait(jobs: list) -> list[Exception]:
         except Exception as exc:  # noqa: BLE001 - a failed job is reported once all have ended
             failures.append(exc)
     return failures
-
-
-def _error_line(exc: Exception) -> str:
-    """The last line of a failed job's traceback (submitit puts it between two rules, the log paths after)."""
-    parts = str(exc).split("-" * 22)
-    return (parts[1] if len(parts) > 2 else str(exc)).strip().splitlines()[-1]
 
 
 # ---- status -----------------------------------------------------------------------------------------------------

@@ -386,11 +386,17 @@ def _describe(entry: dict[str, Any]) -> str:
     return f"{entry['folder']} {entry['task']} {span}"
 
 
+def job_error_line(exc: Exception) -> str:
+    """The last line of a failed job's traceback (submitit puts it between two rules, the log paths after)."""
+    parts = str(exc).split("-" * 22)
+    return (parts[1] if len(parts) > 2 else str(exc)).strip().splitlines()[-1]
+
+
 def _outcome(job: submitit.Job) -> str:
     try:
         result = job.result()
     except Exception as exc:  # noqa: BLE001 - a failed job is reported, the sweep goes on
-        return f"job failed: {str(exc).splitlines()[0]}"
+        return f"job failed: {job_error_line(exc)}"
     errors = f", {result['errors']} errors" if result["errors"] else ""
     return f"{result['successes']}/{result['episodes']} successes{errors}"
 

@@ -336,9 +336,8 @@ class ScriptedExpert:
         return _wrap_half_pi(np.arctan2(tier_axis[1], tier_axis[0]) - np.arctan2(axis[1], axis[0]))
 
     def _target_floor(self, target) -> float:
-        """The height an object set in the container rests on: its floor, or a tiered one's upper board.
-        Read off the parts (scaled with the container), not its regions: a tiered shelf's `top_tier` is given
-        at the unscaled size, 5 cm above the board of the 0.7-scaled shelf."""
+        """The height an object set in the container rests on: its floor, or a tiered one's upper board, read
+        off the parts the container is built of."""
         return float(self.env.scene.sim.data._data.xpos[target.body_id][2] + target.asset.surface)
 
     def _lower_into_container(self, rot, below, height) -> list[Waypoint]:
@@ -353,9 +352,9 @@ class ScriptedExpert:
         palm, _ = self._ik[self._side].palm_pose(d.qpos)
         offset = palm - center
         if target.asset.top_tier is not None:
-            # Success counts the object's bounding-box corners in the tier: a croissant lying across the
-            # shelf's 13 cm depth had 3 of its 4 top corners outside. Turned about the vertical through the
-            # object's centre, its long side lies along the shelf's.
+            # Success counts points of the object's bounding box in the tier: a croissant lying across the
+            # shelf's depth had most of them outside. Turned about the vertical through the object's centre,
+            # its long side lies along the shelf's.
             turn = _rot_z(self._along_tier(obj, obj_rot, target))
             offset = turn @ offset
             rot = turn @ rot
@@ -396,7 +395,7 @@ class ScriptedExpert:
         region = target.asset.top_tier or target.asset.interior
         local = (corners - tpos) @ trot - np.asarray(region.center)
         # The opening: the ellipse inside the region's footprint, less a margin (round containers are round).
-        # (The regions are given at the container's unscaled size: clamped to its bounding box as built.)
+        # (Clamped to the container's bounding box: an interior region may reach past the walls' inner faces.)
         half = np.minimum(region.half[:2], target.asset.half[:2]) - RIM_MARGIN
         outside = np.sum((local[:, :2] / half) ** 2, axis=1) > 1.0
         if not outside.any():
