@@ -178,6 +178,14 @@ def _train(args) -> None:
                             vlm_lr=_vlm_lr(args)), args.slurm)
 
 
+def _encoder_pretrain(args) -> None:
+    from model.vision import PretrainConfig, pretrain
+
+    options = {k: v for k, v in dict(image_size=args.image_size, steps=args.steps, batch_size=args.batch_size,
+                                     frame_stride=args.frame_stride).items() if v is not None}
+    pretrain(args.data, args.out, PretrainConfig(**options))
+
+
 def _finetune(args) -> None:
     from model.train import finetune_config, launch
 
@@ -299,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--slurm", metavar="PROFILE", help="submit to Slurm with this submitit profile (YAML)")
     training.set_defaults(func=_train)
     finetuning.set_defaults(func=_finetune)
+
+    encoder = sub.add_parser("encoder", help="vision encoders made here").add_subparsers(dest="encoder_command", required=True)
+    pretraining = encoder.add_parser("pretrain", help="teach a small DINOv3 ViT where things are from demonstrations' "
+                                     "frames and recorded simulator state; `train --dino OUT` reads it")
+    pretraining.add_argument("--data", action="append", required=True, metavar="DIR",
+                             help="LeRobot dataset folder with observation.environment_state, or a folder of them (repeatable)")
+    pretraining.add_argument("--out", required=True, help="encoder folder (DINOv3ViTModel weights and pretrain.json)")
+    pretraining.add_argument("--image-size", type=int, help="input side in pixels (default 96: a 6 x 6 patch grid)")
+    pretraining.add_argument("--steps", type=int, help="optimizer steps (default 3000)")
+    pretraining.add_argument("--batch-size", type=int, help="frames per step (default 64)")
+    pretraining.add_argument("--frame-stride", type=int, help="every n-th frame of each episode (default 2)")
+    pretraining.set_defaults(func=_encoder_pretrain)
 
     experiment = sub.add_parser("experiment", help="demonstrations, training, evaluation and report from one YAML "
                                                    "file (experiments/*.yaml)").add_subparsers(dest="experiment_command",

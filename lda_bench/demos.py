@@ -124,7 +124,7 @@ def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSetting
     policy.bind_env(env)
     obs, info = env.reset(seed=seed)
     policy.reset(env.spec_.name, info["instruction"])
-    states, actions, frames, success, error = [], [], [], False, None
+    states, actions, frames, environment, success, error = [], [], [], [], False, None
     try:
         while len(actions) < settings.max_steps and not success:
             chunk = policy.get_action(obs)
@@ -134,6 +134,8 @@ def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSetting
                 action = {f"action.{k}": chunk[f"action.{k}"][i:i + 1] for k in ACTION_KEYS}
                 state = np.concatenate([obs[f"state.{k}"] for k in ACTION_KEYS])
                 frame = obs[VIDEO_KEY]
+                if hasattr(env, "environment_state"):  # this suite's scenes; not an upstream backend's
+                    environment.append(env.environment_state())
                 obs, _, success, _ = env.step_chunk(action)
                 states.append(state)
                 actions.append(np.concatenate([action[f"action.{k}"][0] for k in ACTION_KEYS]))
@@ -145,7 +147,8 @@ def record_episode(env, writer: LeRobotWriter, index: int, settings: DemoSetting
         success = False
     quality = "high" if success and not low else "low"
     return writer.write_episode(index, np.stack(states), np.stack(actions), {"ego_view": np.stack(frames)},
-                                info["instruction"], seed=seed, scene_split=SCENE_SPLIT, image_variant=env.image_variant,
+                                info["instruction"], environment=np.stack(environment) if environment else None,
+                                seed=seed, scene_split=SCENE_SPLIT, image_variant=env.image_variant,
                                 image_size=env.image_hw[0], success=bool(success), quality=quality,
                                 spoilers=sorted(policy.spoilers) if low else [], error=error)
 

@@ -4,6 +4,7 @@ An experiment folder holds `experiment.yaml` (the file as resolved: task familie
 filled in), and one folder per stage:
 
     demos/<GR00T dataset folder>      one dataset per task; demos/shards/ while it is being recorded
+    encoder/                          the vision encoder pretrained on them, when the file asks for one
     train/<name>/                     one training run per trained policy (checkpoint.pt, log.jsonl, done.json)
     eval/                             one sweep of every policy, trained and as-is (`lda_bench/sweep.py`)
     report.md, report.html
@@ -55,6 +56,16 @@ class Demos:
 
 
 @dataclass(frozen=True)
+class Encoder:
+    """A vision encoder pretrained on the demonstrations (`lda-bench encoder pretrain`, `model/vision.py`) in
+    place of DINOv3's weights; every trained policy reads it (its preset's image size must be the encoder's)."""
+
+    steps: int = 3000
+    image_size: int = 96
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
 class TrainedPolicy:
     """An LDA trained on every task's demonstrations (`lda-bench train`), evaluated as `lda` from its checkpoint."""
 
@@ -79,6 +90,7 @@ class Experiment:
     demos: Demos
     train: list[TrainedPolicy]
     evaluate: list[EvaluatedPolicy] = field(default_factory=list)
+    encoder: Encoder | None = None
     trials: int = 51
     max_steps: int = 720
     action_steps: int = 8
@@ -123,6 +135,8 @@ def _experiment(data: Any, path: Path) -> Experiment:
     except KeyError as exc:
         raise fail(f"tasks: {exc.args[0]}") from exc
     values["demos"] = Demos(**_mapping(values["demos"], Demos, "demos", fail))
+    if values.get("encoder") is not None:
+        values["encoder"] = Encoder(**_mapping(values["encoder"], Encoder, "encoder", fail))
     for name in ("train", "evaluate"):
         if not isinstance(values[name], list):
             raise fail(f"{name} must be a list (one entry per policy), got {values[name]!r}")
@@ -140,9 +154,12 @@ def _experiment(data: Any, path: Path) -> Experiment:
         if policy.name in names[:i]:
             raise fail(f"train[{i}].name {policy.name!r} is given twice; each trained policy needs its own name")
         try:
-            get_config(policy.preset)
+            config = get_config(policy.preset)
         except KeyError as exc:
             raise fail(f"train[{i}].preset: {exc.args[0]}") from exc
+        if experiment.encoder and config.image_size != experiment.encoder.image_size:
+            raise fail(f"train[{i}].preset {policy.preset!r} reads {config.image_size}-pixel images; the encoder is "
+                       f"pretrained at {experiment.encoder.image_size} (use a preset made for it, such as tiny-vision)")
     for i, policy in enumerate(experiment.evaluate):
         try:
             policy_arguments(policy.policy)
@@ -299,13 +316,37 @@ def run_demos(out: Path, experiment: Experiment) -> None:
         (out / "demos" / "shards").rmdir()
 
 
+def _encoder_done(out: Path) -> bool:
+    from model.vision import is_pretrained_here
+
+    return is_pretrained_here(out / "encoder")
+
+
+def pretrain_encoder(experiment: Experiment, out: Path) -> None:
+    """A job: pretrain the vision encoder on every task's demonstrations."""
+    from model.vision import PretrainConfig, pretrain
+
+    e = experiment.encoder
+    pretrain([_dataset(out, experiment, t) for t in experiment.tasks], out / "encoder",
+             PretrainConfig(image_size=e.image_size, steps=e.steps, batch_size=e.batch_size))
+
+
+def run_encoder(out: Path, experiment: Experiment) -> None:
+    if experiment.encoder is None or _encoder_done(out):
+        return
+    print("encoder: pretraining on the demonstrations", flush=True)
+    _run_jobs(experiment, experiment.train_profile or experiment.profile, out / "encoder-jobs", pretrain_encoder,
+              [(experiment, out)], lambda *_: "pretraining the encoder")
+
+
 def train_policy(experiment: Experiment, policy: TrainedPolicy, out: Path) -> None:
     """A job: train (or resume) one policy on every task's demonstrations, then mark its run folder done."""
     from model.train import TrainConfig, train
 
     run = out / "train" / policy.name
     train(TrainConfig.load(policy.preset, data=[str(_dataset(out, experiment, t)) for t in experiment.tasks],
-                           out=str(run), steps=policy.steps, batch_size=policy.batch_size, lr=policy.lr))
+                           out=str(run), steps=policy.steps, batch_size=policy.batch_size, lr=policy.lr,
+                           dino=str(out / "encoder") if experiment.encoder else None))
     (run / "done.json").write_text(json.dumps({"steps": policy.steps, "checkpoint": str(_checkpoint(out, policy))}))
 
 
@@ -345,7 +386,7 @@ def run_report(out: Path, experiment: Experiment) -> None:
             print(f"wrote {path}", flush=True)
 
 
-STAGES = (run_demos, run_training, run_evaluation, run_report)
+STAGES = (run_demos, run_encoder, run_training, run_evaluation, run_report)
 
 
 def run_experiment(path: Path | str, out: Path | str | None = None) -> Path:
@@ -436,6 +477,8 @@ def experiment_status(out: Path | str) -> list[StageStatus]:
     recorded = sum(demos.values())
     rows = [StageStatus("demonstrations", state(recorded, n * len(demos)),
                         f"{recorded}/{n * len(demos)} episodes: " + ", ".join(f"{t} {c}/{n}" for t, c in demos.items()))]
+    if experiment.encoder is not None:
+        rows.append(StageStatus("encoder", "done" if _encoder_done(out) else "not started", str(out / "encoder")))
     steps = {policy.name: (policy.steps if (out / "train" / policy.name / "done.json").is_file()
                            else _last_step(out / "train" / policy.name / "log.jsonl"), policy.steps)
              for policy in experiment.train}

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 # Where each modality's keys live when modality.json names no `original_key`.
+ENVIRONMENT_COLUMN = "observation.environment_state"
 DEFAULT_COLUMNS = {"state": "observation.state", "action": "action"}
 GR00T_FOLDER = re.compile(r"^gr1_unified\.(?P<task>\w+?)_GR1ArmsAndWaistFourierHands_(?P<count>\d+)$")
 QUALITIES = ("high", "low", "video")
@@ -246,6 +247,14 @@ class LeRobotDataset:
             out[key] = values[where.column][:, where.start:where.end]
         return out
 
+    def episode_environment(self, episode: int) -> np.ndarray | None:
+        """The (frames, width) simulator state recorded beside one episode (`observation.environment_state`),
+        or None when the dataset has none."""
+        path = self._existing_parquet(episode)
+        if ENVIRONMENT_COLUMN not in pq.read_schema(path).names:
+            return None
+        return _as_matrix(pd.read_parquet(path, columns=[ENVIRONMENT_COLUMN])[ENVIRONMENT_COLUMN].to_numpy())
+
     def episode_frames(self, episode: int, view: str = "ego_view", size: int | None = None) -> np.ndarray:
         """Every frame of one camera in one episode as uint8 (frames, H, W, 3), decoded with PyAV;
         resized to size x size when given."""
@@ -337,11 +346,18 @@ class LeRobotWriter:
         return self.episodes[-1]["episode_index"]
 
     def write_episode(self, index: int, states: np.ndarray, actions: np.ndarray, frames: dict[str, np.ndarray],
-                      instruction: str, **fields: Any) -> dict[str, Any]:
-        """Write episode `index`'s parquet and videos; return its episodes.jsonl row."""
+                      instruction: str, environment: np.ndarray | None = None, **fields: Any) -> dict[str, Any]:
+        """Write episode `index`'s parquet and videos; return its episodes.jsonl row. `environment`: per-frame
+        simulator state (LeRobot's `observation.environment_state`), for teaching encoders, never a policy input."""
         import av
 
         length = len(states)
+        extra = {}
+        if environment is not None:
+            environment = np.asarray(environment, np.float64)
+            if environment.ndim != 2 or len(environment) != length:
+                raise ValueError(f"environment state must be (frames={length}, width); got {environment.shape}")
+            extra[ENVIRONMENT_COLUMN] = list(environment)
         task = self.tasks.setdefault(instruction, len(self.tasks))
         path = self.episode_path(index)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,7 +369,7 @@ class LeRobotWriter:
                       "timestamp": np.arange(length, dtype=np.float32) / self.fps,
                       "frame_index": np.arange(length), "episode_index": np.full(length, index),
                       "index": index * 10**6 + np.arange(length), "task_index": np.full(length, task),
-                      "annotation.human.coarse_action": np.full(length, task)}).to_parquet(partial)
+                      "annotation.human.coarse_action": np.full(length, task), **extra}).to_parquet(partial)
         for view in self.views:
             video = np.asarray(frames[view], dtype=np.uint8)
             out = self.video_path(index, view)
@@ -386,6 +402,10 @@ class LeRobotWriter:
         width = sum(self.keys.values())
         features = {"observation.state": {"dtype": "float64", "shape": [width]},
                     "action": {"dtype": "float64", "shape": [width]}}
+        first = self.episode_path(self.episodes[0]["episode_index"]) if self.episodes else None
+        if first is not None and ENVIRONMENT_COLUMN in pq.read_schema(first).names:
+            width_env = len(pd.read_parquet(first, columns=[ENVIRONMENT_COLUMN])[ENVIRONMENT_COLUMN].iloc[0])
+            features[ENVIRONMENT_COLUMN] = {"dtype": "float64", "shape": [width_env]}
         for view in self.views:
             shape = []
             if self.episodes:

@@ -100,6 +100,10 @@ PRESETS: dict[str, LDAConfig] = {
     # Runs on a laptop CPU: the encoders are tiny random ones (64 px images, 16 px patches -> 4x4 grid).
     "tiny": LDAConfig(name="tiny", hidden=128, layers=4, heads=4, image_size=64, patch_grid=4, dino_dim=32,
                       vlm_dim=32),
+    # The tiny network reading the encoder pretrained here on the benchmark's frames (`lda-bench encoder
+    # pretrain`, model/vision.py: 96 px, 16 px patches -> 6x6 grid, width 64) in place of DINOv3's weights.
+    "tiny-vision": LDAConfig(name="tiny-vision", hidden=128, layers=4, heads=4, image_size=96, patch_grid=6, dino_dim=64,
+                             vlm_dim=32),
     # Table V of the paper: hidden 1536, 16 layers, 32 heads, DINOv3 ViT-S/16 latents 14x14x384 at 224 px.
     "lda-1b": LDAConfig(name="lda-1b", hidden=1536, layers=16, heads=32, grad_checkpointing=True),
     "lda-0.5b": LDAConfig(name="lda-0.5b", hidden=1024, layers=16, heads=16, grad_checkpointing=True),

@@ -98,9 +98,14 @@ class DinoEncoder(FrozenEncoder):
 
     @classmethod
     def from_pretrained(cls, source: str, **kwargs) -> DinoEncoder:
+        """DINOv3 weights from a hub id or folder. A folder that `model/vision.py` pretrained here has no
+        published source to reload from: like a random encoder, it is named by its weights and travels
+        inside the checkpoints trained on it."""
         from transformers import DINOv3ViTModel
 
-        return cls(DINOv3ViTModel.from_pretrained(source, **kwargs), source)
+        from model.vision import is_pretrained_here
+
+        return cls(DINOv3ViTModel.from_pretrained(source, **kwargs), None if is_pretrained_here(source) else source)
 
     @classmethod
     def tiny(cls, image_size: int = 64, seed: int = 0) -> DinoEncoder:
@@ -120,7 +125,10 @@ class DinoEncoder(FrozenEncoder):
     def from_spec(cls, spec: dict[str, Any], **load_kwargs) -> DinoEncoder:
         if spec.get("source"):
             return cls.from_pretrained(spec["source"], **load_kwargs)
-        return cls.tiny(int(spec["config"]["image_size"]))
+        # random or pretrained here: the architecture from its config, the weights from the checkpoint
+        from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+        return cls(DINOv3ViTModel(DINOv3ViTConfig.from_dict(spec["config"])))
 
     def encode(self, images: Any) -> torch.Tensor:
         """uint8 (N, H, W, 3) images -> float (N, grid*grid, dim) patch features, resized to image_size."""

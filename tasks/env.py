@@ -30,6 +30,9 @@ _EGOVIEW_PARTS = tuple(f"robot0_{side}_{link}" for side in "rl" for link in ("up
     "robot0_right", "robot0_left", "gripper0")
 _HIDDEN_GROUP = 5
 SCENE_REDRAWS = 20
+ENVIRONMENT_STATE = ("object_x", "object_y", "object_z", "object_cos_yaw", "object_sin_yaw", "target_x", "target_y",
+                     "target_z", "fixture_open", "right_hand_x", "right_hand_y", "right_hand_z", "left_hand_x",
+                     "left_hand_y", "left_hand_z")
 
 
 class GR1TabletopEnv(gym.Env):
@@ -96,6 +99,21 @@ class GR1TabletopEnv(gym.Env):
     def joint_state(self) -> dict[str, np.ndarray]:
         q = self._data.qpos
         return {part: q[self._qpos_index[part]].copy() for part in ACTION_KEYS}
+
+    def environment_state(self) -> np.ndarray:
+        """What the simulator knows and the camera should show, for teaching a vision encoder where things are
+        (`ENVIRONMENT_STATE` names the 15 values): the task object's position and heading, its target's (the
+        container, or the fixture) position, how far the fixture is open (0 for the novel tasks), and where
+        the two hands are. Never an input of a policy."""
+        d = self._data
+        obj = self.scene.bodies[self.sample.object_body]
+        target = self.scene.bodies["fixture" if self.spec_.fixture else "target"]
+        xmat = d.xmat[obj.body_id].reshape(3, 3)
+        heading = np.arctan2(xmat[1, 0], xmat[0, 0])
+        opening = success.door_state(self.scene) if self.spec_.fixture else 0.0
+        hands = d.site_xpos[self.scene.hand_site_ids]
+        return np.concatenate([d.xpos[obj.body_id], [np.cos(heading), np.sin(heading)], d.xpos[target.body_id],
+                               [opening], hands[0], hands[1]]).astype(np.float32)
 
     def _observation(self) -> dict:
         obs = images.deliver(self._render_frame(), self.image_variant, self.image_hw[0])

@@ -50,6 +50,30 @@ def test_reader_reads_episodes_back(dataset_root):
         assert dataset.instruction(index) == row["tasks"][0]
 
 
+def test_simulator_state_is_recorded_beside_each_frame_and_matches_the_scene(dataset_root):
+    from tasks.env import ENVIRONMENT_STATE, GR1TabletopEnv
+
+    dataset = LeRobotDataset.open(dataset_root)
+    info = json.loads((dataset_root / "meta/info.json").read_text())
+    assert info["features"]["observation.environment_state"]["shape"] == [len(ENVIRONMENT_STATE)]
+    env = GR1TabletopEnv(TASK, image_size=64, scene_split="train")
+    try:
+        for index in range(3):
+            state = dataset.episode_environment(index)
+            assert state.shape == (dataset.episode_length(index), len(ENVIRONMENT_STATE))
+            _, reset = env.reset(seed=dataset.episode(index)["seed"])
+            named = dict(zip(ENVIRONMENT_STATE, state[0]))
+            # the first frame shows the object where the scene put it, and the target container
+            assert np.allclose([named["object_x"], named["object_y"]], reset["scene"]["object_pose"][:2], atol=0.02)
+            assert np.allclose([named["target_x"], named["target_y"]], reset["scene"]["target_pose"][:2], atol=0.02)
+            assert np.allclose(state[0], env.environment_state(), atol=1e-4)
+            # the hands move over the episode: the state is read every frame, not once
+            assert np.ptp(state[:, ENVIRONMENT_STATE.index("right_hand_z")]) > 0.01 or \
+                np.ptp(state[:, ENVIRONMENT_STATE.index("left_hand_z")]) > 0.01
+    finally:
+        env.close()
+
+
 def test_low_quality_fraction_is_drawn_from_the_seed():
     labels = [is_low_quality(seed, 0.2) for seed in range(2000)]
     assert 0.17 < np.mean(labels) < 0.23
