@@ -173,7 +173,7 @@ def _train(args) -> None:
     from model.train import TrainConfig, launch
 
     launch(TrainConfig.load(args.config, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm,
+                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm, keep_every=args.keep_every,
                             compile=args.compile or None, unfreeze_vlm=args.unfreeze_vlm or None,
                             vlm_lr=_vlm_lr(args)), args.slurm)
 
@@ -191,7 +191,7 @@ def _finetune(args) -> None:
 
     # the VLM trains only when asked, whatever the run that wrote the checkpoint did
     launch(finetune_config(args.from_checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
-                           lr=args.lr, cache=args.cache, compile=args.compile or None,
+                           lr=args.lr, cache=args.cache, keep_every=args.keep_every, compile=args.compile or None,
                            unfreeze_vlm=args.unfreeze_vlm, vlm_lr=_vlm_lr(args)),
            args.slurm)
 
@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--batch-size", type=int, help="global batch size")
         run.add_argument("--lr", type=float, help="peak learning rate")
         run.add_argument("--cache", help="feature cache folder (default OUT/features)")
+        run.add_argument("--keep-every", type=int, metavar="N",
+                         help="also keep OUT/checkpoints/step-NNNNNN.pt every N steps, to evaluate along training")
         run.add_argument("--compile", action="store_true",
                          help="torch.compile each transformer block (faster steps on GPU after a first slow one)")
         run.add_argument("--unfreeze-vlm", action="store_true",

@@ -74,6 +74,7 @@ class TrainedPolicy:
     steps: int
     batch_size: int
     lr: float | None = None
+    keep_every: int | None = None   # also keep the checkpoint every N steps (train/<name>/checkpoints/)
 
 
 @dataclass(frozen=True)
@@ -346,6 +347,7 @@ def train_policy(experiment: Experiment, policy: TrainedPolicy, out: Path) -> No
     run = out / "train" / policy.name
     train(TrainConfig.load(policy.preset, data=[str(_dataset(out, experiment, t)) for t in experiment.tasks],
                            out=str(run), steps=policy.steps, batch_size=policy.batch_size, lr=policy.lr,
+                           keep_every=policy.keep_every,
                            dino=str(out / "encoder") if experiment.encoder else None))
     (run / "done.json").write_text(json.dumps({"steps": policy.steps, "checkpoint": str(_checkpoint(out, policy))}))
 

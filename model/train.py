@@ -62,6 +62,7 @@ class TrainConfig:
     eval_every: int = 500                     # 0: no evaluation
     eval_samples: int = 128
     ckpt_every: int = 500
+    keep_every: int = 0                       # also keep checkpoints/step-NNNNNN.pt every N steps (0: none)
     log_every: int = 20
     seed: int = 0
     num_workers: int = 0
@@ -469,6 +470,11 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
             save_checkpoint(out / CHECKPOINT, checkpoint_payload(
                 model_config, states["lda"], normalizer, dino, vlm, states.get("vlm"), step=step,
                 train_config=asdict(cfg), optimizer=optim_state, scheduler=scheduler.state_dict()))
+            if cfg.keep_every and step % cfg.keep_every == 0:  # a policy of this point of training, to evaluate
+                kept = out / "checkpoints" / f"step-{step:06d}.pt"
+                kept.parent.mkdir(exist_ok=True)
+                kept.unlink(missing_ok=True)
+                os.link(out / CHECKPOINT, kept)  # the next save replaces checkpoint.pt's name, not this file
         ranks.barrier()
 
     def run_eval() -> dict[str, float]:
@@ -536,7 +542,7 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
             window, tic = {}, time.perf_counter()
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             run_eval()
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or (cfg.keep_every and step % cfg.keep_every == 0):
             checkpoint()
     return {"train": last, "eval": run_eval() if cfg.eval_every and step == cfg.steps else {}, "step": step}
 

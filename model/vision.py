@@ -139,7 +139,9 @@ def pretrain(data: list[str | Path], out: str | Path, cfg: PretrainConfig = Pret
     torch.manual_seed(cfg.seed)
     model = StatePredictor(cfg, len(names))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    warmup = max(1, cfg.steps // 20)  # then a cosine decay to zero
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + np.cos(np.pi * min(1.0, max(0, s - warmup) / max(1, cfg.steps - warmup))))))
     train_rows = np.flatnonzero(~test)
     # the yardstick: always predicting the training mean
     baseline = {name: float(e) for name, e in zip(names, np.abs(targets[test]).mean(0) * std)}

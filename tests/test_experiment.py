@@ -28,6 +28,15 @@ def test_smoke_experiment_runs_end_to_end_and_then_has_nothing_to_redo(tmp_path,
     (dataset,) = (out / "demos").glob("gr1_unified.*")
     assert LeRobotDataset.open(dataset).num_episodes == 2 and not (out / "demos/shards").exists()
     assert (out / "train/tiny/checkpoint.pt").is_file()
+    assert sorted(p.name for p in (out / "train/tiny/checkpoints").iterdir()) == ["step-000005.pt", "step-000010.pt"]
+    # the policy read the encoder pretrained on the demonstrations, and carries its weights
+    from model.encoders import DinoEncoder
+    from model.train import load_checkpoint
+
+    checkpoint = load_checkpoint(out / "train/tiny")
+    encoder = DinoEncoder.from_pretrained(str(out / "encoder"))
+    assert checkpoint["encoder_state"]["dino"].keys() == encoder.state_dict().keys()
+    assert all(checkpoint["encoder_state"]["dino"][k].equal(v) for k, v in encoder.state_dict().items())
     policies = {}
     for folder in (out / "eval").iterdir():
         if (folder / "protocol.json").is_file():
@@ -36,7 +45,8 @@ def test_smoke_experiment_runs_end_to_end_and_then_has_nothing_to_redo(tmp_path,
     assert policies == {"lda": 2, "hold": 2}
     assert "| hold | lda |" in (out / "report.md").read_text() and (out / "report.html").is_file()
     assert [(row.stage, row.state) for row in experiment_status(out)] == [
-        ("demonstrations", "done"), ("training", "done"), ("evaluation", "done"), ("report", "done")]
+        ("demonstrations", "done"), ("encoder", "done"), ("training", "done"), ("evaluation", "done"),
+        ("report", "done")]
 
     written = _outputs(out)
     capsys.readouterr()
@@ -52,7 +62,7 @@ def test_smoke_experiment_runs_end_to_end_and_then_has_nothing_to_redo(tmp_path,
 
 def test_status_of_a_new_experiment_folder(tmp_path, capsys):
     claim(load_experiment(SMOKE), tmp_path)
-    assert [row.state for row in experiment_status(tmp_path)] == ["not started"] * 4
+    assert [row.state for row in experiment_status(tmp_path)] == ["not started"] * 5
     assert main(["experiment", "status", str(tmp_path)]) == 0
     assert "demonstrations  not started  0/2 episodes: PnP Can To Drawer Close 0/2" in capsys.readouterr().out
 
@@ -79,6 +89,9 @@ def _variant(tmp_path: Path, change) -> Path:
     (lambda d: d.update(executor="slurm"), r"executor slurm needs profile"),
     (lambda d: d.update(profile="nowhere.yaml"), r"cluster profile nowhere.yaml not found"),
     (lambda d: d["train"].append(dict(d["train"][0])), r"train\[1\].name 'tiny' is given twice"),
+    (lambda d: d["train"][0].update(preset="tiny"), r"train\[0\].preset 'tiny' reads 64-pixel images; the encoder is "
+                                                    r"pretrained at 96"),
+    (lambda d: d["encoder"].update(stepz=3), r"unknown key 'encoder.stepz'"),
 ])
 def test_a_bad_experiment_file_is_refused_naming_the_key(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
@@ -89,3 +102,4 @@ def test_the_cpu_proof_experiment_file_is_valid():
     experiment = load_experiment(SMOKE.with_name("cpu-proof.yaml"))
     assert len(experiment.tasks) == 3 and experiment.trials == 51
     assert [p.policy for p in experiment.evaluate] == ["scripted", "hold"]
+    assert experiment.encoder is not None and experiment.train[0].preset == "tiny-vision"

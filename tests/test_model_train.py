@@ -65,6 +65,18 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(dataset, tmp_p
     assert '"loss/visual_forecasting"' in log
 
 
+def test_kept_checkpoints_hold_the_weights_of_their_step(dataset, tmp_path):
+    train(_config(dataset, tmp_path / "run", keep_every=2, ckpt_every=100), echo=None)
+    kept = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
+    assert kept == ["step-000002.pt", "step-000004.pt", "step-000006.pt"]
+    steps = [load_checkpoint(tmp_path / "run/checkpoints" / name)["step"] for name in kept]
+    assert steps == [2, 4, 6]
+    early, last = load_checkpoint(tmp_path / "run/checkpoints/step-000002.pt"), load_checkpoint(tmp_path / "run")
+    assert not torch.equal(early["model"]["action_pos"], last["model"]["action_pos"])
+    assert torch.equal(load_checkpoint(tmp_path / "run/checkpoints/step-000006.pt")["model"]["action_pos"],
+                       last["model"]["action_pos"])
+
+
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / CHECKPOINT, {"format": "lda-checkpoint-1", "step": 1})
     def crash(obj, f):
