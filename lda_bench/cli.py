@@ -189,10 +189,11 @@ def _encoder_pretrain(args) -> None:
 def _finetune(args) -> None:
     from model.train import finetune_config, launch
 
-    # the VLM trains only when asked, whatever the run that wrote the checkpoint did
+    # the VLM trains only when asked or when the checkpoint's preset finetunes it (gr00t-ei), whatever the run
+    # that wrote the checkpoint did
     launch(finetune_config(args.from_checkpoint, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
                            lr=args.lr, cache=args.cache, keep_every=args.keep_every, compile=args.compile or None,
-                           unfreeze_vlm=args.unfreeze_vlm, vlm_lr=_vlm_lr(args)),
+                           unfreeze_vlm=args.unfreeze_vlm or None, vlm_lr=_vlm_lr(args)),
            args.slurm)
 
 
@@ -285,11 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     replaying.add_argument("--episodes", type=int, help="the first N episodes of each dataset (default all)")
     replaying.set_defaults(func=_demos_replay)
 
-    training = sub.add_parser("train", help="train an LDA model (resumes a run folder that has a checkpoint)")
-    training.add_argument("--config", required=True, help="preset (tiny, lda-0.5b, lda-1b, lda-dit) or JSON/YAML file")
+    training = sub.add_parser("train", help="train LDA or a baseline (resumes a run folder that has a checkpoint)")
+    training.add_argument("--config", required=True,
+                          help="preset (tiny, lda-0.5b, lda-1b, lda-dit, gr00t-n1.6, starvla, gr00t-ei; each "
+                               "gr00t-family preset has a -tiny twin) or JSON/YAML file")
     training.add_argument("--dino", help="DINOv3 weights: local path or hub id (default: tiny random encoder)")
     training.add_argument("--vlm", help="Qwen3-VL weights: local path or hub id (default: tiny random encoder)")
-    finetuning = sub.add_parser("finetune", help="continue an LDA checkpoint on new demonstrations")
+    finetuning = sub.add_parser("finetune", help="continue a model checkpoint on new demonstrations")
     finetuning.add_argument("--from", dest="from_checkpoint", required=True, metavar="CKPT", help="checkpoint to start from")
     for run in (training, finetuning):
         run.add_argument("--data", action="append", required=run is finetuning, metavar="DIR",

@@ -1,7 +1,9 @@
-"""LDA, the latent dynamics action model, and what trains it.
+"""LDA, the latent dynamics action model, its baselines, and what trains them.
 
-config.py     LDAConfig and the presets (tiny, lda-0.5b, lda-1b, lda-dit), and the data rates they imply
-lda.py        the network: MM-DiT (or single-stream DiT) flow matching over action and DINO-feature tokens
+config.py     one config per family (LDAConfig, GR00TConfig), every preset, and the data rates they imply
+blocks.py     what every family is built from: flow matching, timestep embedding, attention block, AdaLN-Zero
+lda.py        LDA: MM-DiT (or single-stream DiT) flow matching over action and DINO-feature tokens
+gr00t.py      GR00T-N1.6's action model: a DiT over state and action tokens, cross-attending to VLM tokens
 encoders.py   the frozen DINOv3 and Qwen3-VL encoders (pretrained from a path or hub id, or tiny and random)
 cache.py      encoder features on disk, one file per dataset, encoder and episode
 data.py       training samples from LeRobot episodes, normalisation, data roles per episode quality

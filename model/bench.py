@@ -19,8 +19,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.config import PRESETS, POLICY, get_config
-from model.lda import LDA
+from model.config import PRESETS, POLICY, build_model, get_config
 
 
 def _batch(config, size: int, device, vlm_tokens: int = 64) -> dict[str, torch.Tensor]:
@@ -52,7 +51,7 @@ def _times(fn, repeats: int, sync=lambda: None) -> dict[str, float]:
 def cpu_training(name: str, batch: int, repeats: int) -> float:
     """Training samples per second of one AdamW step on the CPU."""
     config = get_config(name)
-    model = LDA(config).train()
+    model = build_model(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     data = _batch(config, batch, "cpu")
 
@@ -76,7 +75,7 @@ def peak_tflops(device_name: str) -> float | None:
 def step_flops(name: str, batch: int, device: str) -> float:
     """Model FLOPs of one training step (forward + backward) at this batch size. Nothing couples the samples
     of a batch, so the count is exactly linear in it: counted on one sample, which needs little memory."""
-    model = LDA(get_config(name, grad_checkpointing=False)).to(device).train()
+    model = build_model(get_config(name, grad_checkpointing=False)).to(device).train()
     data = _batch(model.config, 1, device)
     counter = FlopCounterMode(display=False)
     with counter, torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
@@ -91,7 +90,7 @@ def gpu_training(name: str, batch: int, repeats: int = 10, compile: bool = True,
     config = get_config(name, grad_checkpointing=checkpointing)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    model = LDA(config).cuda().train()
+    model = build_model(config).cuda().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True)
     if compile:
         model.compile_blocks()
@@ -122,10 +121,10 @@ def gpu_training(name: str, batch: int, repeats: int = 10, compile: bool = True,
 def chunk_latency(name: str, device: str, repeats: int) -> dict[str, float]:
     """Seconds for one action chunk from cached features (network only, 4 Euler steps, batch 1), on the CPU
     with the thread count the policy acts with."""
-    from policies.lda import cpu_threads
+    from policies.checkpoint import cpu_threads
 
     config = get_config(name)
-    model = LDA(config).to(device).eval()
+    model = build_model(config).to(device).eval()
     threads = cpu_threads(model) if device == "cpu" else None
     if threads:
         torch.set_num_threads(threads)
@@ -147,7 +146,7 @@ def policy_latency(repeats: int) -> dict[str, float]:
     from model.data import Normalizer
     from model.encoders import DinoEncoder, VLMEncoder
     from model.train import checkpoint_payload, save_checkpoint
-    from policies.lda import LDAPolicy
+    from policies.checkpoint import CheckpointPolicy
     from tasks.layout import ACTION_DIMS
 
     config = get_config("tiny")
@@ -155,8 +154,8 @@ def policy_latency(repeats: int) -> dict[str, float]:
                             np.zeros(config.dino_dim, np.float32), np.ones(config.dino_dim, np.float32))
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(Path(tmp) / "tiny.pt", checkpoint_payload(
-            config, LDA(config).state_dict(), normalizer, DinoEncoder.tiny(), VLMEncoder.tiny()))
-        policy = LDAPolicy(path)
+            config, build_model(config).state_dict(), normalizer, DinoEncoder.tiny(), VLMEncoder.tiny()))
+        policy = CheckpointPolicy(path)
     rng = np.random.default_rng(0)
     obs = {VIDEO_KEY: rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
            LANGUAGE_KEY: "pick up the can, place it into the drawer and close the drawer"}
@@ -185,7 +184,7 @@ def bench_model(repeats: int = 10) -> dict:
     sizes = {}
     for name, config in PRESETS.items():
         with torch.device("meta"):
-            sizes[name] = LDA(config).num_params()
+            sizes[name] = build_model(config).num_params()
     ms = lambda times: {k: 1000 * v for k, v in times.items()}  # noqa: E731
     threads = torch.get_num_threads()
     result = {"params": sizes, "threads": threads, "load": os.getloadavg()[0],
@@ -204,7 +203,7 @@ def print_model_table(result: dict) -> None:
     print("Parameters per preset (built on the meta device):")
     for name, count in result["params"].items():
         config = PRESETS[name]
-        print(f"  {name:<9} {count / 1e6:>9.1f} M   {config.backbone:<5} hidden {config.hidden}, "
+        print(f"  {name:<16} {count / 1e6:>9.1f} M   {getattr(config, 'backbone', config.family):<5} hidden {config.hidden}, "
               f"{config.layers} layers, {config.heads} heads, latent {config.patch_grid}x{config.patch_grid}x"
               f"{config.dino_dim}, chunk {config.action_chunk}")
     cpu = result["cpu"]
@@ -225,4 +224,4 @@ def print_model_table(result: dict) -> None:
           f"{train['tflop_per_step']:.1f} TFLOP/step, {train['achieved_tflops']:.0f} TFLOP/s = {mfu} "
           f"(target >= 40%), peak memory {train['peak_memory_gib']:.1f} GiB")
     for name, times in gpu["chunk_ms"].items():
-        print(f"  {name:<9} action chunk {span(times)}")
+        print(f"  {name:<16} action chunk {span(times)}")

@@ -1,4 +1,8 @@
-"""LDA model configurations: one dataclass, and the presets that the policies and training name.
+"""Model configurations: one dataclass per family (LDA, GR00T-N1.6), and the presets training names.
+
+Every family shares `ModelConfig`: the robot, the frozen encoders' output shapes, the data rates below and
+flow matching, so one dataset, feature cache and training loop serve them all. `--config PRESET` picks
+from `PRESETS`, which holds the presets of every family; a checkpoint names its family (`to_dict`).
 
 Rates for the 20 Hz RoboCasa-GR1 tasks. The paper samples the visual stream at about 3 Hz and actions at
 10 Hz (chunk 16 = 1.6 s). Our demonstrations and the simulator run at 20 Hz with absolute joint targets, so:
@@ -24,8 +28,9 @@ Rates for the 20 Hz RoboCasa-GR1 tasks. The paper samples the visual stream at a
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from tasks.layout import ACTION_DIM
 
@@ -37,11 +42,11 @@ VISUAL_TARGET = (FORWARD, FORECAST)  # objectives whose noised target is the fut
 
 
 @dataclass(frozen=True)
-class LDAConfig:
-    """Everything that fixes the shapes of an LDA network, and the sampling rates its data is cut at."""
+class ModelConfig:
+    """What fixes the shapes of a family's network, and the sampling rates its data is cut at."""
 
+    family: ClassVar[str] = ""
     name: str = "tiny"
-    backbone: str = "mmdit"          # "mmdit": a stream per modality; "dit": one shared stream
     hidden: int = 128
     layers: int = 4
     heads: int = 4
@@ -62,16 +67,20 @@ class LDAConfig:
     future_offset: int = 16
     execute_steps: int = 8
     vlm_stride: int = 8
-    # Flow matching (GR00T's): t = (s - Beta(alpha, beta)) / s; Euler steps at inference.
+    # Flow matching (GR00T's): u ~ Beta(alpha, beta), t = (s - u) / s ("shifted", GR00T N1.5 and LDA) or
+    # t = s (1 - u) ("scaled", GR00T N1.6); Euler steps at inference.
     flow_beta_alpha: float = 1.5
     flow_beta_beta: float = 1.0
     flow_s: float = 0.999
+    flow_time: str = "shifted"
     sample_steps: int = 4
     grad_checkpointing: bool = False
+    # Finetuning trains the VLM too unless told otherwise (`lda-bench finetune` without --unfreeze-vlm).
+    tune_vlm: bool = False
 
     def __post_init__(self):
-        if self.backbone not in ("mmdit", "dit"):
-            raise ValueError(f"backbone must be 'mmdit' or 'dit'; got {self.backbone!r}")
+        if self.flow_time not in ("shifted", "scaled"):
+            raise ValueError(f"flow_time must be 'shifted' or 'scaled'; got {self.flow_time!r}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.history < 1 or self.action_chunk < 1:
@@ -82,21 +91,48 @@ class LDAConfig:
         return self.patch_grid * self.patch_grid
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"family": self.family, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> LDAConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        values = dict(values)
+        family = values.pop("family", "lda")  # checkpoints from before the GR00T family are LDA's
+        if family != cls.family:
+            raise ValueError(f"a {family!r} configuration is no {cls.__name__}")
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown LDAConfig field(s) {unknown}")
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}")
         return cls(**values)
 
-    def with_(self, **changes: Any) -> LDAConfig:
+    def with_(self, **changes: Any) -> ModelConfig:
         return replace(self, **changes)
 
 
-PRESETS: dict[str, LDAConfig] = {
+@dataclass(frozen=True)
+class LDAConfig(ModelConfig):
+    """LDA: the four objectives over action and DINO-feature tokens (model/lda.py)."""
+
+    family: ClassVar[str] = "lda"
+    backbone: str = "mmdit"          # "mmdit": a stream per modality; "dit": one shared stream
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.backbone not in ("mmdit", "dit"):
+            raise ValueError(f"backbone must be 'mmdit' or 'dit'; got {self.backbone!r}")
+
+
+@dataclass(frozen=True)
+class GR00TConfig(ModelConfig):
+    """GR00T-N1.6's action model: a flow-matching DiT over the state and the action chunk that cross-attends
+    to VLM tokens, trained on the policy only (model/gr00t.py says where each number comes from)."""
+
+    family: ClassVar[str] = "gr00t"
+    state_hidden: int = 64           # the state encoder's inner width (GR00T: hidden_size 1024)
+    output_hidden: int = 64          # the DiT's output width and the action decoder's inner width (1024)
+    flow_time: str = "scaled"
+
+
+PRESETS: dict[str, ModelConfig] = {
     # Runs on a laptop CPU: the encoders are tiny random ones (64 px images, 16 px patches -> 4x4 grid).
     "tiny": LDAConfig(name="tiny", hidden=128, layers=4, heads=4, image_size=64, patch_grid=4, dino_dim=32,
                       vlm_dim=32),
@@ -113,12 +149,51 @@ PRESETS: dict[str, LDAConfig] = {
 }
 
 
-def get_config(name: str, **overrides: Any) -> LDAConfig:
+def _gr00t_presets() -> dict[str, GR00TConfig]:
+    """gr00t-n1.6, starvla and gr00t-ei: one network, three VLM set-ups (README, "GR00T-N1.6 family").
+
+    The head follows GR00T-N1.6 (model/gr00t.py): width 1536 = 32 heads of 48, 16 of LDA's blocks each
+    holding a self-attention, a cross-attention and an FFN of twice the usual width (GR00T interleaves 16
+    cross-attention and 16 self-attention layers, each with its FFN), state encoder 58 -> 1024 -> 1536,
+    output 1024, 4 Euler steps, chunk 16. gr00t-n1.6 reads 2048-wide tokens (Qwen3-VL-2B stands in for
+    GR00T's Eagle-Block2A-2B, whose LLM is 2048 wide), starvla Qwen3-VL-4B's (2560), and gr00t-ei is
+    gr00t-n1.6 with its VLM trained in finetuning. Each `-tiny` twin runs on a laptop CPU."""
+    full = GR00TConfig(name="gr00t-n1.6", hidden=1536, layers=16, heads=32, mlp_ratio=8.0, state_hidden=1024,
+                       output_hidden=1024, vlm_dim=2048, grad_checkpointing=True)
+    tiny_encoders = {k: getattr(PRESETS["tiny"], k) for k in ("image_size", "patch_grid", "dino_dim", "vlm_dim")}
+    tiny = GR00TConfig(name="gr00t-n1.6-tiny", hidden=128, layers=2, heads=4, mlp_ratio=8.0, **tiny_encoders)
+    presets = {}
+    for name, changes in (("gr00t-n1.6", {}), ("starvla", {"vlm_dim": 2560}), ("gr00t-ei", {"tune_vlm": True})):
+        presets[name] = full.with_(name=name, **changes)
+        presets[f"{name}-tiny"] = tiny.with_(name=f"{name}-tiny", **{k: v for k, v in changes.items() if k != "vlm_dim"})
+    return presets
+
+
+PRESETS.update(_gr00t_presets())
+CONFIGS: dict[str, type[ModelConfig]] = {"lda": LDAConfig, "gr00t": GR00TConfig}
+NETWORKS = {"lda": "model.lda:LDA", "gr00t": "model.gr00t:GR00T"}
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
     """A preset by name, with optional field overrides."""
     if name not in PRESETS:
-        raise KeyError(f"unknown LDA preset {name!r}; known: {', '.join(PRESETS)}")
+        raise KeyError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name].with_(**overrides) if overrides else PRESETS[name]
 
 
-__all__ = ["LDAConfig", "PRESETS", "get_config", "OBJECTIVES", "POLICY", "FORWARD", "INVERSE", "FORECAST",
-           "ACTION_TARGET", "VISUAL_TARGET"]
+def config_from_dict(values: dict[str, Any]) -> ModelConfig:
+    """The configuration a checkpoint records, of whichever family it names."""
+    family = values.get("family", "lda")
+    if family not in CONFIGS:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(CONFIGS)}")
+    return CONFIGS[family].from_dict(values)
+
+
+def build_model(config: ModelConfig):
+    """The network of a configuration's family (imported here, so that reading configurations needs no torch)."""
+    module, _, name = NETWORKS[config.family].partition(":")
+    return getattr(importlib.import_module(module), name)(config)
+
+
+__all__ = ["ModelConfig", "LDAConfig", "GR00TConfig", "PRESETS", "get_config", "config_from_dict", "build_model",
+           "OBJECTIVES", "POLICY", "FORWARD", "INVERSE", "FORECAST", "ACTION_TARGET", "VISUAL_TARGET"]

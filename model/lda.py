@@ -18,152 +18,18 @@ the concatenated tokens.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
+from model.blocks import (MODULATIONS, Block, FlowTransformer, OutputHead, TimestepEmbedder, euler, noised,
+                          sample_flow_time, two_layer_mlp)
 from model.config import ACTION_TARGET, FORECAST, OBJECTIVES, POLICY, VISUAL_TARGET, LDAConfig
 
-MODULATIONS = 9  # shift, scale, gate for each of self-attention, cross-attention and FFN
 
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-
-
-def sample_flow_time(n: int, config: LDAConfig, device=None) -> torch.Tensor:
-    """GR00T's flow time: t = (s - u) / s with u ~ Beta(alpha, beta).
-
-    Beta(1.5, 1) puts more mass near u = 1, i.e. near t = 0 (mostly noise), where the velocity is hardest
-    to predict; s < 1 keeps a little mass below t = 0 so that the first Euler step is trained too.
-    """
-    beta = torch.distributions.Beta(torch.tensor(config.flow_beta_alpha), torch.tensor(config.flow_beta_beta))
-    u = beta.sample((n,))
-    return ((config.flow_s - u) / config.flow_s).to(device)
-
-
-class TimestepEmbedder(nn.Module):
-    """Flow time in [0, 1] -> a hidden vector: sinusoidal features of 1000 t, then an MLP (as in DiT)."""
-
-    def __init__(self, hidden: int, frequencies: int = 256):
-        super().__init__()
-        self.frequencies = frequencies
-        self.mlp = nn.Sequential(nn.Linear(frequencies, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        half = self.frequencies // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = 1000.0 * t.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))
-
-
-class StreamLayers(nn.Module):
-    """The weights that one stream owns inside a block: its QKV, projections, cross-attention query and FFN."""
-
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float):
-        super().__init__()
-        head_dim = hidden // heads
-        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.q_norm, self.k_norm = nn.RMSNorm(head_dim, eps=1e-6), nn.RMSNorm(head_dim, eps=1e-6)
-        self.proj = nn.Linear(hidden, hidden)
-        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.cross_q = nn.Linear(hidden, hidden)
-        self.cross_q_norm = nn.RMSNorm(head_dim, eps=1e-6)
-        self.cross_proj = nn.Linear(hidden, hidden)
-        self.norm3 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        inner = int(hidden * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
-
-
-class Block(nn.Module):
-    """Joint self-attention over all streams, cross-attention to the VLM tokens, FFN; each AdaLN-Zero gated.
-
-    The VLM keys/values are projected once per block and read by every stream: they are the same memory
-    for both, and sharing them saves 2 hidden^2 weights per block.
-    """
-
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float, streams: int):
-        super().__init__()
-        self.heads = heads
-        self.streams = nn.ModuleList(StreamLayers(hidden, heads, mlp_ratio) for _ in range(streams))
-        self.cross_kv = nn.Linear(hidden, 2 * hidden)
-        self.cross_k_norm = nn.RMSNorm(hidden // heads, eps=1e-6)
-        # AdaLN-single (PixArt-alpha): one conditioning projection for the whole network, plus this learned
-        # per-block offset. A full per-block projection would add ~0.45B weights to the 1B preset.
-        self.modulation = nn.Parameter(torch.zeros(streams, MODULATIONS, hidden))
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, hidden) -> (B, heads, N, head_dim)
-        b, n, _ = x.shape
-        return x.view(b, n, self.heads, -1).transpose(1, 2)
-
-    def _merge(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, n, _ = x.shape
-        return x.transpose(1, 2).reshape(b, n, -1)
-
-    def memory(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cross-attention keys and values of the VLM tokens: they depend on neither the flow time nor
-        the noised target, so sampling projects them once per chunk."""
-        k, v = self.cross_kv(ctx).chunk(2, dim=-1)
-        return self.cross_k_norm(self._heads(k)), self._heads(v)
-
-    def forward(self, xs: list[torch.Tensor], mods: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor],
-                ctx_mask: torch.Tensor, keep: tuple[int, ...] | None = None) -> list[torch.Tensor | None]:
-        """One block. `keep` lists the streams whose output is read afterwards (all by default): the others
-        still take part in the joint self-attention as keys and values, but their queries, cross-attention
-        and FFN are skipped and they come back as None (the last block of a policy-only sample)."""
-        keep = range(len(xs)) if keep is None else keep
-        mods = (mods + self.modulation).unbind(2)  # 9 x (B, streams, hidden)
-        mod = [[m[:, i] for m in mods] for i in range(len(xs))]
-        # 1) one self-attention over the tokens of every stream, each stream with its own weights
-        qs, ks, vs = [], [], []
-        for i, (x, layers, m) in enumerate(zip(xs, self.streams, mod)):
-            q, k, v = layers.qkv(modulate(layers.norm1(x), m[0], m[1])).chunk(3, dim=-1)
-            if i in keep:
-                qs.append(layers.q_norm(self._heads(q)))
-            ks.append(layers.k_norm(self._heads(k)))
-            vs.append(self._heads(v))
-        out = F.scaled_dot_product_attention(torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2))
-        out = iter(self._merge(out).split([xs[i].shape[1] for i in keep], dim=1))
-        # 2) cross-attention from each stream's tokens to the VLM tokens, 3) feed-forward
-        k, v = memory
-        mask = ctx_mask[:, None, None, :]
-        new = []
-        for i, (x, layers, m) in enumerate(zip(xs, self.streams, mod)):
-            if i not in keep:
-                new.append(None)
-                continue
-            x = x + m[2].unsqueeze(1) * layers.proj(next(out))
-            q = layers.cross_q_norm(self._heads(layers.cross_q(modulate(layers.norm2(x), m[3], m[4]))))
-            x = x + m[5].unsqueeze(1) * layers.cross_proj(self._merge(F.scaled_dot_product_attention(q, k, v, mask)))
-            x = x + m[8].unsqueeze(1) * layers.mlp(modulate(layers.norm3(x), m[6], m[7]))
-            new.append(x)
-        return new
-
-
-class OutputHead(nn.Module):
-    """Final AdaLN (shift, scale) and a linear map from hidden to the modality's width."""
-
-    def __init__(self, hidden: int, out_dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
-        self.linear = nn.Linear(hidden, out_dim)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.modulation(cond).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(x), shift, scale))
-
-
-def _input_mlp(in_dim: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-
-
-class LDA(nn.Module):
+class LDA(FlowTransformer):
     """The LDA network. ``forward`` predicts flow velocities; ``loss`` trains; ``sample`` integrates."""
+
+    objectives = OBJECTIVES
 
     def __init__(self, config: LDAConfig):
         super().__init__()
@@ -171,8 +37,8 @@ class LDA(nn.Module):
         h = c.hidden
         streams = 2 if c.backbone == "mmdit" else 1
         # modality-specific input heads
-        self.state_in = _input_mlp(c.state_dim, h)
-        self.action_in = _input_mlp(c.action_dim, h)
+        self.state_in = two_layer_mlp(c.state_dim, h)
+        self.action_in = two_layer_mlp(c.action_dim, h)
         self.visual_in = nn.Linear(c.dino_dim, h)
         self.vlm_in = nn.Sequential(nn.LayerNorm(c.vlm_dim), nn.Linear(c.vlm_dim, h))
         self.action_pos = nn.Parameter(torch.zeros(1 + c.history + c.action_chunk, h))
@@ -191,37 +57,11 @@ class LDA(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """Xavier linears, small embeddings, and AdaLN-Zero: every gate and output head starts at zero, so
-        each block is the identity and the network predicts zero velocity until training moves them."""
-        def linear_init(module):
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        self.apply(linear_init)
-        for p in (self.action_pos, self.patch_pos, self.frame_pos, self.action_register, self.visual_register,
-                  self.objective_embed.weight):
-            nn.init.normal_(p, std=0.02)
-        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)
-        nn.init.zeros_(self.adaln[-1].weight)
-        nn.init.zeros_(self.adaln[-1].bias)
-        for block in self.blocks:
-            nn.init.zeros_(block.modulation)
-        for head in (self.action_out, self.visual_out):
-            for layer in (head.modulation[-1], head.linear):
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def compile_blocks(self, **options) -> LDA:
-        """torch.compile each block: the blocks share their code and shapes, so one compiled graph serves
-        all of them (compiling in seconds, not minutes, where compiling the whole loss unrolls every block),
-        and it fuses the norms, modulations, gates and GELU between the matrix products."""
-        for block in self.blocks:
-            block.compile(**options)
-        return self
+        """AdaLN-Zero (FlowTransformer.initialize), both output heads starting at zero."""
+        self.initialize((self.action_pos, self.patch_pos, self.frame_pos, self.action_register, self.visual_register,
+                         self.objective_embed.weight),
+                        tuple(layer for head in (self.action_out, self.visual_out)
+                              for layer in (head.modulation[-1], head.linear)))
 
     # --- the network -------------------------------------------------------------------------------
 
@@ -272,12 +112,8 @@ class LDA(nn.Module):
         mods = self.adaln(cond).view(b, -1, MODULATIONS, c.hidden)
         mmdit = c.backbone == "mmdit"
         xs = [action_tokens, visual_tokens] if mmdit else [torch.cat([action_tokens, visual_tokens], 1)]
-        for i, (block, memory) in enumerate(zip(self.blocks, context["memory"])):
-            keep = tuple(k for k in range(2) if outputs[k]) if mmdit and i == len(self.blocks) - 1 else None
-            if c.grad_checkpointing and self.training and torch.is_grad_enabled():
-                xs = checkpoint(block, xs, mods, memory, context["ctx_mask"], keep, use_reentrant=False)
-            else:
-                xs = block(xs, mods, memory, context["ctx_mask"], keep)
+        keep = tuple(k for k in range(2) if outputs[k]) if mmdit else None
+        xs = self.run_blocks(xs, mods, context["memory"], context["ctx_mask"], keep)
         if not mmdit:
             xs = list(xs[0].split([action_tokens.shape[1], visual_tokens.shape[1]], dim=1))
         action_v = self.action_out(xs[0][:, 1 + c.history:], cond) if outputs[0] else None
@@ -304,9 +140,8 @@ class LDA(nn.Module):
         noise_a, noise_f = torch.randn_like(actions), torch.randn_like(future)
         action_target = torch.isin(objective, torch.tensor(ACTION_TARGET, device=objective.device))
         visual_target = torch.isin(objective, torch.tensor(VISUAL_TARGET, device=objective.device))
-        tt = t[:, None, None]
-        x_a = torch.where(action_target[:, None, None], (1 - tt) * noise_a + tt * actions, actions)
-        x_f = torch.where(visual_target[:, None, None], (1 - tt) * noise_f + tt * future, future)
+        x_a = torch.where(action_target[:, None, None], noised(actions, noise_a, t), actions)
+        x_f = torch.where(visual_target[:, None, None], noised(future, noise_f, t), future)
         v_a, v_f = self(x_a, x_f, batch["obs"], batch["past_actions"], batch["state"], batch["vlm"],
                         batch["vlm_mask"], t, objective, batch.get("has_actions"))
         err_a = (v_a.float() - (actions - noise_a).float()).pow(2).mean(dim=(1, 2))
@@ -341,9 +176,9 @@ class LDA(nn.Module):
         obj = torch.full((b,), objective, device=device, dtype=torch.long)
         context = self.context(obs, past_actions, state, vlm, vlm_mask, has_actions)
         outputs = (target_actions, not target_actions)
-        for i in range(steps):
-            t = torch.full((b,), i / steps, device=device, dtype=dtype)
+
+        def velocity(x, t):
             v_a, v_f = self.velocity(context, x if target_actions else actions, future if target_actions else x,
                                      t, obj, outputs)
-            x = x + (v_a if target_actions else v_f) / steps
-        return x
+            return v_a if target_actions else v_f
+        return euler(velocity, x, steps)

@@ -1,4 +1,6 @@
-"""Training and finetuning LDA: one process, DDP or FSDP under torchrun, or a Slurm job through submitit.
+"""Training and finetuning LDA and the baselines: one process, DDP or FSDP under torchrun, or a Slurm job
+through submitit. The preset names the family (model/config.py); the loop, data, cache and checkpoints are
+the same for every family, whose network trains the objectives it has (`objectives`).
 
 A run lives in one folder: `checkpoint.pt` (written to a temporary file and renamed, so a kill never leaves
 a torn checkpoint), `log.jsonl` (one line per logged step and per evaluation) and `train_config.json`.
@@ -28,11 +30,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from model.cache import FeatureCache
-from model.config import FORECAST, FORWARD, INVERSE, OBJECTIVES, POLICY, LDAConfig, get_config
+from model.config import (FORECAST, FORWARD, INVERSE, OBJECTIVES, POLICY, ModelConfig, build_model,
+                          config_from_dict, get_config)
 from model.data import (LDASamples, Normalizer, collate, encode_episodes, load_episodes, split_episodes,
                         visual_sample)
+from model.blocks import FlowTransformer
 from model.encoders import build_encoders, encoder_state, DinoEncoder, VLMEncoder
-from model.lda import LDA
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "lda-checkpoint-1"
@@ -111,7 +114,7 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
     return path
 
 
-def checkpoint_payload(model_config: LDAConfig, model_state: dict, normalizer: Normalizer, dino: DinoEncoder,
+def checkpoint_payload(model_config: ModelConfig, model_state: dict, normalizer: Normalizer, dino: DinoEncoder,
                        vlm: VLMEncoder, vlm_state: dict | None = None, **training: Any) -> dict[str, Any]:
     """What a checkpoint holds: enough to act (network, statistics, encoders, finetuned ones with their
     weights) and, in `training` (step, train_config, optimizer, scheduler), enough to resume. `vlm_state`:
@@ -133,10 +136,12 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[LDA, Normalizer, DinoEncoder, VLMEncoder]:
-    """The network, its normalisation statistics and the encoders it was trained with, ready to act."""
+def load_model(path: Path | str, device: str | torch.device = "cpu"
+               ) -> tuple[FlowTransformer, Normalizer, DinoEncoder, VLMEncoder]:
+    """The network (of the family the checkpoint names), its normalisation statistics and the encoders it
+    was trained with, ready to act."""
     payload = load_checkpoint(path)
-    model = LDA(LDAConfig.from_dict(payload["model_config"]))
+    model = build_model(config_from_dict(payload["model_config"]))
     model.load_state_dict(payload["model"])
     dino, vlm = build_encoders(payload["encoders"], payload.get("encoder_state"))
     return (model.to(device).eval(), Normalizer.from_dict(payload["normalizer"]), dino.to(device), vlm.to(device))
@@ -202,7 +207,7 @@ def _to(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int = 64, seed: int = 0,
+def evaluate(model: FlowTransformer, samples: LDASamples, count: int = 128, batch_size: int = 64, seed: int = 0,
              device: str | torch.device = "cpu", vlm: VLMEncoder | None = None) -> dict[str, float]:
     """Held-out errors of what each objective generates (Euler sampling from noise, fixed seed):
     action L1 in radians for policy and inverse dynamics, feature MSE (normalised units) for forward
@@ -224,22 +229,21 @@ def evaluate(model: LDA, samples: LDASamples, count: int = 128, batch_size: int 
                     vlm_mask=batch["vlm_mask"], has_actions=batch["has_actions"])
         noise = lambda shape: torch.randn(shape, generator=generator).to(device)  # noqa: E731
         a_shape, f_shape = batch["actions"].shape, batch["future"].shape
-        outputs = {
-            "policy": model.sample(POLICY, **cond, noise=noise(a_shape)),
-            "inverse_dynamics": model.sample(INVERSE, **cond, future=batch["future"], noise=noise(a_shape)),
-            "forward_dynamics": model.sample(FORWARD, **cond, actions=batch["actions"], noise=noise(f_shape)),
-            "visual_forecasting": model.sample(FORECAST, **cond, noise=noise(f_shape)),
-        }
         radians = lambda a: ((a - batch["actions"]).abs().cpu() * std).mean(dim=(1, 2))  # noqa: E731
         mse = lambda f: (f - batch["future"]).pow(2).mean(dim=(1, 2)).cpu()  # noqa: E731
-        errors = {
-            "policy/action_l1": radians(outputs["policy"]),
-            "inverse_dynamics/action_l1": radians(outputs["inverse_dynamics"]),
-            "forward_dynamics/feature_mse": mse(outputs["forward_dynamics"]),
-            "visual_forecasting/feature_mse": mse(outputs["visual_forecasting"]),
-            "baseline/hold_last_action_l1": radians(batch["past_actions"][:, -1:].expand_as(batch["actions"])),
-            "baseline/unchanged_frame_mse": mse(batch["obs"][:, -1]),
+        generated = {  # in this order, each drawing its noise from the one generator
+            "policy/action_l1": lambda: radians(model.sample(POLICY, **cond, noise=noise(a_shape))),
+            "inverse_dynamics/action_l1": lambda: radians(
+                model.sample(INVERSE, **cond, future=batch["future"], noise=noise(a_shape))),
+            "forward_dynamics/feature_mse": lambda: mse(
+                model.sample(FORWARD, **cond, actions=batch["actions"], noise=noise(f_shape))),
+            "visual_forecasting/feature_mse": lambda: mse(model.sample(FORECAST, **cond, noise=noise(f_shape))),
         }
+        errors = {key: error() for key, error in generated.items()
+                  if OBJECTIVES[ERROR_OBJECTIVE[key]] in model.objectives}
+        errors["baseline/hold_last_action_l1"] = radians(batch["past_actions"][:, -1:].expand_as(batch["actions"]))
+        if any(OBJECTIVES[k] in model.objectives for k in (FORWARD, FORECAST)):
+            errors["baseline/unchanged_frame_mse"] = mse(batch["obs"][:, -1])
         roles = batch["roles"].bool().cpu()
         for key, value in errors.items():
             # each error over the samples whose data role trains what it measures: low-quality episodes
@@ -287,16 +291,16 @@ class TrainingObjective(torch.nn.Module):
     """The loss as a module's forward, so DDP's and FSDP's hooks see the whole computation: with a VLM that
     trains, its encoding of the batch too."""
 
-    def __init__(self, lda: LDA, vlm: VLMEncoder | None = None):
+    def __init__(self, network: FlowTransformer, vlm: VLMEncoder | None = None):
         super().__init__()
-        self.lda = lda
+        self.network = network
         self.vlm = vlm
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.lda.loss(with_vlm_tokens(batch, self.vlm))
+        return self.network.loss(with_vlm_tokens(batch, self.vlm))
 
 
-def _encoders(cfg: TrainConfig, model_config: LDAConfig, base: dict | None) -> tuple[DinoEncoder, VLMEncoder]:
+def _encoders(cfg: TrainConfig, model_config: ModelConfig, base: dict | None) -> tuple[DinoEncoder, VLMEncoder]:
     """Finetuning keeps the encoders of the checkpoint it starts from; a new run loads or builds them."""
     if base is not None:
         dino, vlm = build_encoders(base["encoders"], base.get("encoder_state"))
@@ -312,10 +316,10 @@ def _encoders(cfg: TrainConfig, model_config: LDAConfig, base: dict | None) -> t
 
 
 def _param_groups(objective: TrainingObjective, cfg: TrainConfig) -> list[dict]:
-    """The LDA's weights at cfg.lr (matrices decayed; biases, norms, embeddings not) and, when the VLM trains,
+    """The network's weights at cfg.lr (matrices decayed; biases, norms, embeddings not) and, when the VLM trains,
     its weights as one more group at cfg.vlm_lr, without decay; the schedule scales every group alike."""
     decay, plain = [], []
-    for name, p in objective.lda.named_parameters():
+    for name, p in objective.network.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 and "pos" not in name and "embed" not in name else plain).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
@@ -330,12 +334,12 @@ def _wrap(objective: TrainingObjective, cfg: TrainConfig, ranks: Ranks) -> torch
         return objective
     strategy = cfg.strategy
     if strategy == "auto":
-        strategy = "fsdp" if objective.lda.config.hidden >= 1536 else "ddp"
+        strategy = "fsdp" if objective.network.config.hidden >= 1536 else "ddp"
     if strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
         precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for block in objective.lda.blocks:
+        for block in objective.network.blocks:
             fully_shard(block, mp_policy=precision)
             register_fsdp_forward_method(block, "memory")  # called outside forward: it must gather the weights too
         for layer in objective.vlm.layers() if objective.vlm is not None else []:
@@ -355,7 +359,7 @@ def _sharded(wrapped: torch.nn.Module) -> bool:
 
 
 def _full_states(wrapped: torch.nn.Module, optimizer, ranks: Ranks) -> tuple[dict[str, dict], dict | None]:
-    """Unsharded state of each part of the objective ("lda", and "vlm" when it trains), and of the optimizer
+    """Unsharded state of each part of the objective ("network", and "vlm" when it trains), and of the optimizer
     if given, on every rank's CPU (a collective under FSDP)."""
     if ranks.world == 1:
         return ({name: part.state_dict() for name, part in wrapped.named_children()},
@@ -408,9 +412,9 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     resume = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None
     base = load_checkpoint(cfg.init_from) if cfg.init_from and resume is None else None
     if resume is not None:
-        model_config = LDAConfig.from_dict(resume["model_config"])
+        model_config = config_from_dict(resume["model_config"])
     elif base is not None:
-        model_config = LDAConfig.from_dict({**base["model_config"], **cfg.model_overrides})
+        model_config = config_from_dict({**base["model_config"], **cfg.model_overrides})
     else:
         model_config = get_config(cfg.model, **cfg.model_overrides)
     if resume is not None and resume.get("train_config", {}).get("unfreeze_vlm", False) != cfg.unfreeze_vlm:
@@ -442,12 +446,12 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
 
     # model, optimizer, schedule
     torch.manual_seed(cfg.seed)
-    lda = LDA(model_config)
+    network = build_model(model_config)
     if resume is not None or base is not None:
-        lda.load_state_dict((resume or base)["model"])
+        network.load_state_dict((resume or base)["model"])
     if cfg.compile:
-        lda.compile_blocks()
-    objective = TrainingObjective(lda.to(ranks.device), live_vlm)
+        network.compile_blocks()
+    objective = TrainingObjective(network.to(ranks.device), live_vlm)
     wrapped = _wrap(objective, cfg, ranks)
     optimizer = torch.optim.AdamW(_param_groups(objective, cfg), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -458,9 +462,9 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
         step = int(resume["step"])
         log({"event": "resume", "step": step}, f"resumed {out} at step {step}")
     else:
-        log({"event": "start", "params": lda.num_params(), "train_samples": len(train_samples),
+        log({"event": "start", "params": network.num_params(), "train_samples": len(train_samples),
              "eval_samples": len(eval_samples), "model": model_config.to_dict()},
-            f"{model_config.name}: {lda.num_params() / 1e6:.2f}M parameters, {len(train_samples)} training samples "
+            f"{model_config.name}: {network.num_params() / 1e6:.2f}M parameters, {len(train_samples)} training samples "
             f"({len(train_episodes)} episodes), {len(eval_samples)} held out ({len(held_out)} episodes)"
             + (f"; the VLM trains too, at lr {cfg.vlm_lr:g}" if cfg.unfreeze_vlm else ""))
 
@@ -468,7 +472,7 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
         states, optim_state = _full_states(wrapped, optimizer, ranks)
         if ranks.main:
             save_checkpoint(out / CHECKPOINT, checkpoint_payload(
-                model_config, states["lda"], normalizer, dino, vlm, states.get("vlm"), step=step,
+                model_config, states["network"], normalizer, dino, vlm, states.get("vlm"), step=step,
                 train_config=asdict(cfg), optimizer=optim_state, scheduler=scheduler.state_dict()))
             if cfg.keep_every and step % cfg.keep_every == 0:  # a policy of this point of training, to evaluate
                 kept = out / "checkpoints" / f"step-{step:06d}.pt"
@@ -480,12 +484,12 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     def run_eval() -> dict[str, float]:
         """On rank 0 only, with the VLM as it is now when it trains; a sharded model (and VLM) is gathered
         into a full copy first."""
-        model, eval_vlm = lda, live_vlm
+        model, eval_vlm = network, live_vlm
         if ranks.world > 1 and _sharded(wrapped):
             states, _ = _full_states(wrapped, None, ranks)
             if ranks.main:
-                model = LDA(model_config).to(ranks.device)
-                model.load_state_dict(states["lda"])
+                model = build_model(model_config).to(ranks.device)
+                model.load_state_dict(states["network"])
                 if cfg.unfreeze_vlm:
                     eval_vlm = VLMEncoder.from_spec(vlm.spec()).to(ranks.device)
                     eval_vlm.load_state_dict(states["vlm"])
@@ -519,7 +523,7 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        for name in OBJECTIVES:
+        for name in network.objectives:
             count = losses[f"count/{name}"]
             window[name] = window.get(name, 0.0) + float(losses[f"loss/{name}"] * count)
             window[f"n/{name}"] = window.get(f"n/{name}", 0.0) + float(count)
@@ -535,9 +539,9 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
                     "lr": scheduler.get_last_lr()[0], **({"vlm_lr": scheduler.get_last_lr()[-1]} if cfg.unfreeze_vlm else {}),
                     "grad_norm": float(grad_norm),
                     "samples_per_s": window["steps"] * cfg.batch_size / ranks.world / elapsed,
-                    **{f"loss/{n}": window[n] / window[f"n/{n}"] for n in OBJECTIVES if window[f"n/{n}"]}}
+                    **{f"loss/{n}": window[n] / window[f"n/{n}"] for n in network.objectives if window[f"n/{n}"]}}
             log(last, f"step {step}/{cfg.steps} loss {last['loss']:.4f} "
-                + " ".join(f"{n.split('_')[0]} {last[f'loss/{n}']:.4f}" for n in OBJECTIVES if f"loss/{n}" in last)
+                + " ".join(f"{n.split('_')[0]} {last[f'loss/{n}']:.4f}" for n in network.objectives if f"loss/{n}" in last)
                 + f" lr {last['lr']:.2e} |g| {last['grad_norm']:.2f} {last['samples_per_s']:.0f} samples/s")
             window, tic = {}, time.perf_counter()
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
@@ -549,8 +553,11 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
 
 def finetune_config(checkpoint: str | Path, data: list[str], out: str, **options: Any) -> TrainConfig:
     """A run that continues a checkpoint's weights (and keeps its encoders) on new data, with the
-    normalisation statistics refitted to that data; unset options keep the checkpoint's run's values."""
+    normalisation statistics refitted to that data; unset options keep the checkpoint's run's values, but
+    the VLM trains only when asked or when the model's preset says so (`tune_vlm`, gr00t-ei)."""
     base = load_checkpoint(checkpoint)
+    if options.get("unfreeze_vlm") is None:
+        options["unfreeze_vlm"] = config_from_dict(base["model_config"]).tune_vlm
     return TrainConfig(**{**base.get("train_config", {}), "data": list(data), "out": out, "cache": None,
                           "init_from": str(checkpoint), **{k: v for k, v in options.items() if v is not None}})
 

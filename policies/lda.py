@@ -1,115 +1,36 @@
-"""LDA policies: a trained LDA checkpoint acting through its policy objective.
+"""LDA policies: a trained LDA checkpoint acting through its policy objective (policies/checkpoint.py).
 
-`lda` (the MM-DiT, LDA-1B), `lda-0.5b` (the same at half width) and `lda-dit` (single-stream DiT) load
-a checkpoint written by `lda-bench train` / `finetune`, which records its network, the action and feature
-statistics, and the encoders it was trained with (a VLM finetuned with `--unfreeze-vlm` as finetuned).
-Each call encodes the current egoview, samples an action chunk with a few Euler steps and returns the first
-`execute` steps of it in absolute radians.
-
-The policy keeps what training conditioned on: the DINO features of its previous frame (history 2: with
-`execute` = the config's frame stride, that frame is exactly one stride back) and the actions it last
-commanded; at the start of an episode the current frame and joints stand in for both.
-torch is imported when a policy is built, so listing policies stays cheap.
+`lda` (the MM-DiT, LDA-1B), `lda-0.5b` (the same at half width) and `lda-dit` (single-stream DiT).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from lda_bench.policy import CHUNK_KEYS, LANGUAGE_KEY, VIDEO_KEY, current_state, register_policy
-from tasks.layout import ACTION_DIMS, ACTION_KEYS
+from lda_bench.policy import register_policy
+from policies.checkpoint import CheckpointPolicy
 
 
-# Below this many weights a CPU action chunk is a few hundred small ops whose cost is per-op overhead: one
-# intra-op thread is faster than two (no fork/join per op), and it leaves the other cores to the evaluation
-# workers running beside it. Larger networks keep torch's default.
-SMALL_NETWORK_PARAMS = 20_000_000
+class LDAFamilyPolicy(CheckpointPolicy):
+    """Acts with an LDA checkpoint (checkpoint=PATH)."""
 
-
-def cpu_threads(model) -> int | None:
-    """The intra-op thread count for acting with `model` on the CPU; None keeps torch's default."""
-    return 1 if model.num_params() < SMALL_NETWORK_PARAMS else None
-
-
-class LDAPolicy:
-    """Acts with an LDA checkpoint (any backbone)."""
-
-    backbone: str | None = None  # what the registered name promises; None accepts any
-
-    def __init__(self, checkpoint: Path, execute: int | None = None, steps: int | None = None,
-                 device: str = "cpu", seed: int = 0):
-        import torch
-
-        from model.data import state_features
-        from model.train import load_model
-
-        self._torch, self._state_features = torch, state_features
-        self.model, self.normalizer, self.dino, self.vlm = load_model(checkpoint, device)
-        config = self.model.config
-        if self.backbone and config.backbone != self.backbone:
-            raise ValueError(f"{checkpoint} holds a {config.backbone!r} LDA ({config.name}); this policy runs "
-                             f"{self.backbone!r} checkpoints")
-        self.config, self.device, self.seed = config, torch.device(device), seed
-        threads = cpu_threads(self.model) if self.device.type == "cpu" else None
-        if threads:
-            torch.set_num_threads(threads)
-        self.execute = execute or config.execute_steps
-        self.steps = steps or config.sample_steps
-        if not 1 <= self.execute <= config.action_chunk:
-            raise ValueError(f"execute must be 1..{config.action_chunk}; got {self.execute}")
-        self.reset("", "")
-
-    def reset(self, task: str, instruction: str) -> None:
-        self.instruction = instruction
-        self._frames: list[Any] = []          # normalised DINO features of the frames seen, newest last
-        self._past: np.ndarray | None = None  # the last `history` commanded actions (radians)
-        self._generator = self._torch.Generator().manual_seed(self.seed)
-
-    def get_action(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        torch, c = self._torch, self.config
-        joints = np.concatenate([current_state(obs)[part] for part in ACTION_KEYS]).astype(np.float32)
-        image = np.asarray(obs[VIDEO_KEY])
-        instruction = str(obs.get(LANGUAGE_KEY) or self.instruction)
-        with torch.inference_mode():
-            frame = self.dino.encode(image[None])[0].cpu().numpy()
-            frame = torch.from_numpy(self.normalizer.visual(frame))
-            self._frames = ((self._frames or [frame] * (c.history - 1)) + [frame])[-c.history:]
-            vlm, mask = self.vlm.encode(image[None], [instruction])
-            past = self._past if self._past is not None else np.repeat(joints[None], c.history, axis=0)
-            to = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None].to(self.device)  # noqa: E731
-            noise = torch.randn(1, c.action_chunk, c.action_dim, generator=self._generator).to(self.device)
-            chunk = self.model.sample(0, obs=torch.stack(self._frames)[None].to(self.device),
-                                      past_actions=to(self.normalizer.actions(past)),
-                                      state=to(self._state_features(joints)), vlm=vlm, vlm_mask=mask,
-                                      steps=self.steps, noise=noise)
-        actions = self.normalizer.unactions(chunk[0].float().cpu().numpy())[:self.execute]
-        self._past = np.concatenate([past, actions])[-c.history:]
-        out, start = {}, 0
-        for part in ACTION_KEYS:
-            out[CHUNK_KEYS[part]] = actions[:, start:start + ACTION_DIMS[part]].astype(np.float64)
-            start += ACTION_DIMS[part]
-        return out
+    family = "lda"
 
 
 @register_policy("lda", "LDA-1B: MM-DiT latent dynamics action model from a checkpoint (checkpoint=PATH)")
-class LDA1BPolicy(LDAPolicy):
+class LDA1BPolicy(LDAFamilyPolicy):
     """LDA-1B: the MM-DiT world model acting as a policy (checkpoint=PATH)."""
 
     backbone = "mmdit"
 
 
 @register_policy("lda-0.5b", "LDA-0.5B: the MM-DiT at half width, from a checkpoint (checkpoint=PATH)")
-class LDAHalfBPolicy(LDAPolicy):
+class LDAHalfBPolicy(LDAFamilyPolicy):
     """LDA-0.5B: the MM-DiT at half width (checkpoint=PATH)."""
 
     backbone = "mmdit"
 
 
 @register_policy("lda-dit", "LDA(DiT): single-stream DiT in place of the MM-DiT, from a checkpoint (checkpoint=PATH)")
-class LDADiTPolicy(LDAPolicy):
+class LDADiTPolicy(LDAFamilyPolicy):
     """LDA(DiT): one shared stream in place of the MM-DiT (checkpoint=PATH)."""
 
     backbone = "dit"

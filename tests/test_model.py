@@ -6,8 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model.config import FORECAST, FORWARD, INVERSE, OBJECTIVES, POLICY, PRESETS, get_config  # noqa: E402
-from model.lda import LDA, sample_flow_time  # noqa: E402
+from model.blocks import sample_flow_time  # noqa: E402
+from model.config import FORECAST, FORWARD, INVERSE, OBJECTIVES, POLICY, PRESETS, build_model, get_config  # noqa: E402
+from model.lda import LDA  # noqa: E402
 from model_helpers import random_batch, small_config  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def test_presets_have_the_published_sizes():
     sizes = {}
     for name, config in PRESETS.items():
         with torch.device("meta"):
-            sizes[name] = LDA(config).num_params()
+            sizes[name] = build_model(config).num_params()
     assert 1.1e9 < sizes["lda-1b"] < 1.3e9
     assert 0.45e9 < sizes["lda-0.5b"] < 0.6e9
     assert abs(sizes["lda-dit"] / sizes["lda-1b"] - 1) < 0.05  # same size, one stream
