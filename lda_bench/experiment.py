@@ -273,9 +273,23 @@ def _checkpoint(out: Path, policy: TrainedPolicy) -> Path:
     return (out / "train" / policy.name / "checkpoint.pt").resolve()
 
 
+def policy_for_preset(preset: str) -> str:
+    """The registered policy that acts with a checkpoint of this preset: its name less `-tiny` where that is a
+    policy (gr00t-n1.6-tiny -> gr00t-n1.6), else the family's (an LDA acts as `lda`, or `lda-dit`)."""
+    from lda_bench.policy import available_policies
+    from model.config import get_config
+
+    name = preset.removesuffix("-tiny")
+    if name in available_policies():
+        return name
+    config = get_config(preset)
+    return "lda-dit" if getattr(config, "backbone", None) == "dit" else config.family
+
+
 def _sweep(out: Path, experiment: Experiment):
-    """The evaluation: each trained policy as `lda` from its checkpoint, beside the policies as they are."""
-    policies = ([SweepPolicy("lda", {"checkpoint": str(_checkpoint(out, p))}) for p in experiment.train]
+    """The evaluation: each trained policy from its checkpoint, beside the policies as they are."""
+    policies = ([SweepPolicy(policy_for_preset(p.preset), {"checkpoint": str(_checkpoint(out, p))})
+                 for p in experiment.train]
                 + [SweepPolicy(p.policy, p.args) for p in experiment.evaluate])
     sweep = make_sweep(list(dict.fromkeys(p.name for p in policies)), tasks=experiment.tasks, trials=experiment.trials,
                        out=out / "eval", max_steps=experiment.max_steps, action_steps=experiment.action_steps,

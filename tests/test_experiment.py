@@ -103,3 +103,13 @@ def test_the_cpu_proof_experiment_file_is_valid():
     assert len(experiment.tasks) == 3 and experiment.trials == 51
     assert [p.policy for p in experiment.evaluate] == ["scripted", "hold"]
     assert experiment.encoder is not None and experiment.train[0].preset == "tiny-vision"
+
+
+@pytest.mark.parametrize("preset, policy", [("tiny", "lda"), ("tiny-vision", "lda"), ("lda-1b", "lda"),
+                                            ("lda-dit", "lda-dit"), ("gr00t-n1.6-tiny", "gr00t-n1.6"),
+                                            ("starvla", "starvla"), ("gr00t-ei-tiny", "gr00t-ei")])
+def test_each_trained_preset_is_evaluated_by_the_policy_of_its_family(preset, policy):
+    from lda_bench.experiment import policy_for_preset
+    from lda_bench.policy import available_policies
+
+    assert policy_for_preset(preset) == policy and policy in available_policies()
