@@ -173,7 +173,8 @@ def _train(args) -> None:
     from model.train import TrainConfig, launch
 
     launch(TrainConfig.load(args.config, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, cache=args.cache, dino=args.dino, vlm=args.vlm, keep_every=args.keep_every,
+                            lr=args.lr, cache=args.cache, dino=args.dino, vae=args.vae, vlm=args.vlm,
+                            keep_every=args.keep_every,
                             compile=args.compile or None, unfreeze_vlm=args.unfreeze_vlm or None,
                             vlm_lr=_vlm_lr(args)), args.slurm)
 
@@ -288,9 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     training = sub.add_parser("train", help="train LDA or a baseline (resumes a run folder that has a checkpoint)")
     training.add_argument("--config", required=True,
-                          help="preset (tiny, lda-0.5b, lda-1b, lda-dit, gr00t-n1.6, starvla, gr00t-ei; each "
-                               "gr00t-family preset has a -tiny twin) or JSON/YAML file")
+                          help="preset (tiny, lda-0.5b, lda-1b, lda-dit, gr00t-n1.6, starvla, gr00t-ei, uwm, uwm-xl, "
+                               "uwm-mmdit; each gr00t- and uwm-family preset has a -tiny twin) or JSON/YAML file")
     training.add_argument("--dino", help="DINOv3 weights: local path or hub id (default: tiny random encoder)")
+    training.add_argument("--vae", help="the uwm family's VAE (AutoencoderKL, e.g. stabilityai/sdxl-vae): local path "
+                                        "or hub id (default: tiny random VAE)")
     training.add_argument("--vlm", help="Qwen3-VL weights: local path or hub id (default: tiny random encoder)")
     finetuning = sub.add_parser("finetune", help="continue a model checkpoint on new demonstrations")
     finetuning.add_argument("--from", dest="from_checkpoint", required=True, metavar="CKPT", help="checkpoint to start from")

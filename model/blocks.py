@@ -1,9 +1,10 @@
 """The pieces every model family is built from: flow matching (time distribution, noising, Euler
-integration), timestep embedding, the transformer block (joint self-attention over one or more token
-streams, cross-attention to VLM tokens, FFN, AdaLN-Zero modulation), the output head and input MLPs.
+integration), the DDPM schedule with DDIM sampling, timestep embedding, the transformer block (joint
+self-attention over one or more token streams, cross-attention to a memory of conditioning tokens, FFN,
+AdaLN-Zero modulation), the output head and input MLPs, and the per-sample objectives of the data roles.
 
 LDA (model/lda.py) runs them over two streams and four objectives, GR00T-N1.6 (model/gr00t.py) over one
-stream and the policy alone.
+stream and the policy alone, UWM (model/uwm.py) over one or two streams with a DDPM timestep per modality.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from model.config import ModelConfig
+from model.config import OBJECTIVES, ModelConfig
 
 MODULATIONS = 9  # shift, scale, gate for each of self-attention, cross-attention and FFN
 
@@ -53,6 +54,60 @@ def euler(velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
     return x
 
 
+class DiffusionSchedule:
+    """DDPM's discrete noise schedule for training (diffusers' `DDPMScheduler`) and deterministic DDIM
+    sampling over it (`DDIMScheduler`, eta 0), the network predicting the noise: how UWM trains and samples.
+
+    Timestep k of `steps` (0: clean, steps - 1: as good as pure noise) noises x to
+    sqrt(abar_k) x + sqrt(1 - abar_k) noise. `clip` bounds the clean sample that each DDIM step estimates
+    (0: unbounded).
+    """
+
+    def __init__(self, steps: int, beta_schedule: str, clip: float):
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        with torch.device("cpu"):  # its tables, also when a network is built on the meta device to be counted
+            self.noising = DDPMScheduler(num_train_timesteps=steps, beta_schedule=beta_schedule,
+                                         clip_sample=clip > 0, clip_sample_range=clip or 1.0)
+            self.sampler = DDIMScheduler.from_config(self.noising.config)
+        self.steps = steps
+
+    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x at timesteps t (B,) (long)."""
+        return self.noising.add_noise(clean, noise, t)
+
+    def sample(self, predict_noise, x: torch.Tensor, steps: int) -> torch.Tensor:
+        """Denoise x, pure noise, in `steps` DDIM steps; predict_noise(x, t) is the network's noise estimate
+        at timesteps t (B,) (long)."""
+        self.sampler.set_timesteps(steps)
+        for t in self.sampler.timesteps.tolist():
+            timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            x = self.sampler.step(predict_noise(x, timesteps), t, x).prev_sample
+        return x
+
+
+def draw_objectives(roles: torch.Tensor, objective: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's objective and its weight. roles (B, 4) bool says which objectives a sample's data role
+    allows (high quality all four, low quality all but the policy, action-free video only forecasting); the
+    objective is drawn uniformly among them unless given, and one that its role forbids weighs zero."""
+    roles = roles.bool()
+    if objective is None:
+        objective = torch.multinomial(roles.float(), 1).squeeze(1)
+    return objective, roles.gather(1, objective[:, None]).squeeze(1).float()
+
+
+def objective_losses(errors: torch.Tensor, objective: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The loss of per-sample errors (B,) under `draw_objectives`' weights: "loss" (to minimise) and, per
+    objective, its mean loss and sample count (both detached)."""
+    per_sample = errors.float() * weight
+    out = {"loss": per_sample.sum() / weight.sum().clamp(min=1)}
+    for k, name in enumerate(OBJECTIVES):
+        on = (objective == k).float() * weight
+        out[f"count/{name}"] = on.sum().detach()
+        out[f"loss/{name}"] = ((per_sample * on).sum() / on.sum().clamp(min=1)).detach()
+    return out
+
+
 def timestep_features(t: torch.Tensor, width: int) -> torch.Tensor:
     """Sinusoidal features (B, width) of 1000 t: the flow time on DiT's timestep scale."""
     half = width // 2
@@ -62,7 +117,8 @@ def timestep_features(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 class TimestepEmbedder(nn.Module):
-    """Flow time in [0, 1] -> a hidden vector: sinusoidal features of 1000 t, then an MLP (as in DiT)."""
+    """Flow time (or diffusion timestep over its count) in [0, 1] -> a hidden vector: sinusoidal features of
+    1000 t, then an MLP (as in DiT)."""
 
     def __init__(self, hidden: int, frequencies: int = 256):
         super().__init__()
@@ -93,10 +149,11 @@ class StreamLayers(nn.Module):
 
 
 class Block(nn.Module):
-    """Joint self-attention over all streams, cross-attention to the VLM tokens, FFN; each AdaLN-Zero gated.
+    """Joint self-attention over all streams, cross-attention to the memory (VLM tokens; UWM: the current
+    observation's tokens), FFN; each AdaLN-Zero gated.
 
-    The VLM keys/values are projected once per block and read by every stream: they are the same memory
-    for both, and sharing them saves 2 hidden^2 weights per block.
+    The memory's keys/values are projected once per block and read by every stream: they are the same
+    memory for both, and sharing them saves 2 hidden^2 weights per block.
     """
 
     def __init__(self, hidden: int, heads: int, mlp_ratio: float, streams: int):
@@ -180,7 +237,8 @@ def two_layer_mlp(in_dim: int, out_dim: int, inner: int | None = None,
 
 class FlowTransformer(nn.Module):
     """What every family's network shares around its blocks: the trainer and the policy adapter call
-    `loss(batch)`, `sample(objective, ...)`, `num_params()`; `objectives` names what `loss` trains."""
+    `loss(batch)`, `sample(objective, ...)`, `num_params()`; `objectives` names what `loss` trains. (UWM,
+    a diffusion model, shares it too: nothing here is particular to flow matching.)"""
 
     objectives: tuple[str, ...] = ()
     blocks: nn.ModuleList
@@ -189,7 +247,7 @@ class FlowTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def initialize(self, embeddings: tuple[torch.Tensor, ...], zero_layers: tuple[nn.Linear, ...]) -> None:
-        """Xavier linears, small embeddings and time MLP, and AdaLN-Zero: the AdaLN projection, every block's
+        """Xavier linears, small embeddings and time MLPs, and AdaLN-Zero: the AdaLN projection, every block's
         modulation and `zero_layers` (the output heads) start at zero, so each block is the identity and
         the network predicts zero velocity until training moves them."""
         def linear_init(module):
@@ -199,8 +257,9 @@ class FlowTransformer(nn.Module):
         self.apply(linear_init)
         for p in embeddings:
             nn.init.normal_(p, std=0.02)
-        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)
+        for embedder in (m for m in self.modules() if isinstance(m, TimestepEmbedder)):
+            for layer in (embedder.mlp[0], embedder.mlp[2]):
+                nn.init.normal_(layer.weight, std=0.02)
         for layer in (self.adaln[-1], *zero_layers):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)

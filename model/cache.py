@@ -1,8 +1,8 @@
 """An on-disk cache of frozen-encoder features: each frame is encoded once, not once per epoch.
 
 One safetensors file per (dataset, encoder, episode): `<root>/<dataset key>/<encoder id>/episode_000042.safetensors`
-holding float16 arrays with one row per frame (DINO: `features` (T, P, D); VLM: `features` (T, L, D) padded
-and `mask` (T, L)). Files are written to a temporary name and renamed, so a killed encoding job leaves no
+holding float16 arrays with one row per frame (DINO: `features` (T, P, D); a VAE's latents the same way, P
+the latent grid's positions and D its channels; VLM: `features` (T, L, D) padded and `mask` (T, L)). Files are written to a temporary name and renamed, so a killed encoding job leaves no
 half file, and readers slice single frames without loading the episode (`safe_open`).
 """
 

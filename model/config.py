@@ -1,7 +1,9 @@
-"""Model configurations: one dataclass per family (LDA, GR00T-N1.6), and the presets training names.
+"""Model configurations: one dataclass per family (LDA, GR00T-N1.6, UWM), and the presets training names.
 
 Every family shares `ModelConfig`: the robot, the frozen encoders' output shapes, the data rates below and
-flow matching, so one dataset, feature cache and training loop serve them all. `--config PRESET` picks
+flow matching, so one dataset, feature cache and training loop serve them all. A family names the frozen
+encoder its frames go through (`frame_encoder`: DINOv3 patch features, or for UWM an SDXL-style VAE's
+latents); `patch_grid` and `dino_dim` are that encoder's grid and width. `--config PRESET` picks
 from `PRESETS`, which holds the presets of every family; a checkpoint names its family (`to_dict`).
 
 Rates for the 20 Hz RoboCasa-GR1 tasks. The paper samples the visual stream at about 3 Hz and actions at
@@ -46,6 +48,7 @@ class ModelConfig:
     """What fixes the shapes of a family's network, and the sampling rates its data is cut at."""
 
     family: ClassVar[str] = ""
+    frame_encoder: ClassVar[str] = "dinov3"  # the `kind` of model/encoders.py's FRAME_ENCODERS that frames go through
     name: str = "tiny"
     hidden: int = 128
     layers: int = 4
@@ -56,7 +59,8 @@ class ModelConfig:
     state_dim: int = 2 * ACTION_DIM  # sin and cos of each joint position
     action_chunk: int = 16
     history: int = 2
-    # Frozen encoders' outputs: DINO patch grid and width, VLM token width.
+    # Frozen encoders' outputs: the frame encoder's grid and width (DINO patches; VAE latents for UWM), VLM
+    # token width.
     image_size: int = 224
     patch_grid: int = 14
     dino_dim: int = 384
@@ -132,6 +136,35 @@ class GR00TConfig(ModelConfig):
     flow_time: str = "scaled"
 
 
+@dataclass(frozen=True)
+class UWMConfig(ModelConfig):
+    """UWM: one diffusion transformer over the action chunk and the future frame's VAE latents, a DDPM
+    timestep per modality (model/uwm.py says where each number comes from). `patch_grid` x `patch_grid` x
+    `dino_dim` is the VAE's latent grid (28 x 28 x 4 for SDXL's VAE at 224 px), cut into `latent_patch`
+    squares, one token each."""
+
+    family: ClassVar[str] = "uwm"
+    frame_encoder: ClassVar[str] = "vae"
+    backbone: str = "dit"             # "dit": one stream over all tokens; "mmdit": LDA's stream per modality
+    language: bool = False            # read the VLM's tokens of the current image and instruction (UWM-XL)
+    image_size: int = 224
+    patch_grid: int = 28
+    dino_dim: int = 4
+    latent_patch: int = 4
+    registers: int = 8
+    diffusion_steps: int = 100        # DDPM training timesteps
+    beta_schedule: str = "squaredcos_cap_v2"
+    clip_sample: float = 5.0          # bound on each DDIM step's clean estimate, in normalised units (0: none)
+    sample_steps: int = 10            # DDIM steps at inference
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.backbone not in ("mmdit", "dit"):
+            raise ValueError(f"backbone must be 'mmdit' or 'dit'; got {self.backbone!r}")
+        if self.patch_grid % self.latent_patch:
+            raise ValueError(f"latent grid {self.patch_grid} is not divisible by latent_patch {self.latent_patch}")
+
+
 PRESETS: dict[str, ModelConfig] = {
     # Runs on a laptop CPU: the encoders are tiny random ones (64 px images, 16 px patches -> 4x4 grid).
     "tiny": LDAConfig(name="tiny", hidden=128, layers=4, heads=4, image_size=64, patch_grid=4, dino_dim=32,
@@ -169,9 +202,31 @@ def _gr00t_presets() -> dict[str, GR00TConfig]:
     return presets
 
 
+def _uwm_presets() -> dict[str, UWMConfig]:
+    """uwm, uwm-xl and uwm-mmdit (README, "UWM family"), each with a `-tiny` twin that runs on a laptop CPU.
+
+    `uwm` keeps upstream's width and heads (768 = 12 x 64), 8 registers, 4 x 4 latent patches, DDPM with 100
+    steps and 10 DDIM steps; 14 of our blocks (upstream: 12) bring it to the paper's 140 M (143.0 M), as our
+    blocks share one AdaLN projection where upstream's each project the condition themselves. `uwm-xl` is
+    UWM at 1 B (1536 = 24 x 64, 26 blocks: 1.03 B) reading Qwen3-VL tokens; `uwm-mmdit` is uwm-xl with
+    LDA's MM-DiT backbone (a stream per modality) at the same size (14 blocks: 1.06 B), so that the two
+    differ by the backbone alone."""
+    tiny = dict(hidden=128, layers=2, heads=4, image_size=64, patch_grid=8, latent_patch=2, vlm_dim=32)
+    xl = dict(hidden=1536, heads=24, language=True, grad_checkpointing=True)
+    return {
+        "uwm": UWMConfig(name="uwm", hidden=768, layers=14, heads=12),
+        "uwm-xl": UWMConfig(name="uwm-xl", layers=26, **xl),
+        "uwm-mmdit": UWMConfig(name="uwm-mmdit", backbone="mmdit", layers=14, **xl),
+        "uwm-tiny": UWMConfig(name="uwm-tiny", **tiny),
+        "uwm-xl-tiny": UWMConfig(name="uwm-xl-tiny", language=True, **tiny),
+        "uwm-mmdit-tiny": UWMConfig(name="uwm-mmdit-tiny", backbone="mmdit", language=True, **tiny),
+    }
+
+
 PRESETS.update(_gr00t_presets())
-CONFIGS: dict[str, type[ModelConfig]] = {"lda": LDAConfig, "gr00t": GR00TConfig}
-NETWORKS = {"lda": "model.lda:LDA", "gr00t": "model.gr00t:GR00T"}
+PRESETS.update(_uwm_presets())
+CONFIGS: dict[str, type[ModelConfig]] = {"lda": LDAConfig, "gr00t": GR00TConfig, "uwm": UWMConfig}
+NETWORKS = {"lda": "model.lda:LDA", "gr00t": "model.gr00t:GR00T", "uwm": "model.uwm:UWM"}
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
@@ -195,5 +250,5 @@ def build_model(config: ModelConfig):
     return getattr(importlib.import_module(module), name)(config)
 
 
-__all__ = ["ModelConfig", "LDAConfig", "GR00TConfig", "PRESETS", "get_config", "config_from_dict", "build_model",
-           "OBJECTIVES", "POLICY", "FORWARD", "INVERSE", "FORECAST", "ACTION_TARGET", "VISUAL_TARGET"]
+__all__ = ["ModelConfig", "LDAConfig", "GR00TConfig", "UWMConfig", "PRESETS", "get_config", "config_from_dict",
+           "build_model", "OBJECTIVES", "POLICY", "FORWARD", "INVERSE", "FORECAST", "ACTION_TARGET", "VISUAL_TARGET"]

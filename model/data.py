@@ -1,4 +1,7 @@
-"""Training samples for LDA, cut from LeRobot episodes and cached encoder features.
+"""Training samples for LDA and the baselines, cut from LeRobot episodes and cached encoder features.
+
+The frame features are those of the family's frame encoder (`ModelConfig.frame_encoder`): DINO patch
+features, or for UWM the VAE's latents; "dino" below names whichever it is.
 
 A sample is anchored at frame t of an episode (see model/config.py for the rates):
 history frames t - (H-1)*stride .. t, the future frame t + future_offset, the action chunk a[t : t+K],
@@ -153,7 +156,8 @@ def vlm_frames_id(view: str, stride: int) -> str:
 
 def encode_episodes(episodes: list[Episode], cache: FeatureCache, dino, vlm, vlm_stride: int = 1, batch: int = 32,
                     view: str = VIEW, log=print) -> None:
-    """Encode each episode not yet in the cache, once: DINO features of every frame, VLM tokens of every
+    """Encode each episode not yet in the cache, once: frame features (`dino`: DINO's, or UWM's VAE latents)
+    of every frame, VLM tokens of every
     `vlm_stride`-th frame. With `vlm` None (the VLM trains, so its tokens are encoded live in each step),
     those frames themselves are cached, for the samples to carry."""
     # named once: a random or finetuned encoder's id hashes all its weights

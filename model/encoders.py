@@ -1,6 +1,7 @@
-"""The frozen encoders LDA reads the world through: DINOv3 patch features and Qwen3-VL tokens.
+"""The frozen encoders the models read the world through: DINOv3 patch features, an SDXL-style VAE's latents
+(UWM's frames) and Qwen3-VL tokens.
 
-Both load from a local path or a hub id (`from_pretrained`), or are built tiny and random in code
+Each loads from a local path or a hub id (`from_pretrained`), or is built tiny and random in code
 (`tiny`), which is what tests and the CPU learning proof use: no weights can be downloaded on the machines
 this project is built on. Each encoder says how to rebuild itself (`spec`) and names its outputs for the
 feature cache (`encoder_id`). They are frozen (eval mode, no gradients) in pretraining; finetuning may
@@ -142,6 +143,80 @@ class DinoEncoder(FrozenEncoder):
         return hidden[:, self.skip:].float()
 
 
+class VAEEncoder(FrozenEncoder):
+    """An SDXL-style VAE's latents (diffusers' `AutoencoderKL`): (N, grid*grid, channels), the posterior's mean
+    times the VAE's scaling factor, 28 x 28 x 4 for SDXL's VAE (`stabilityai/sdxl-vae`) at 224 px. UWM reads
+    the current frames' latents and predicts the future frame's.
+
+    Frames are resized to `image_size` and scaled to [-1, 1], as the VAE was trained. The mean, not a draw
+    from the posterior (upstream UWM draws one per step), so that each frame is encoded once into the cache.
+    """
+
+    kind = "vae"
+
+    def __init__(self, model, source: str | None = None, image_size: int = 224):
+        super().__init__(source)
+        self.model = model
+        config = model.config
+        self.image_size = image_size
+        self.grid = image_size // 2 ** (len(config.block_out_channels) - 1)
+        self.dim = int(config.latent_channels)
+        self.scaling_factor = float(config.scaling_factor)
+        self.freeze()
+
+    @property
+    def encoder_id(self) -> str:
+        """As every encoder's, and the resolution: one VAE gives other latents at another size."""
+        return f"{super().encoder_id}@{self.image_size}px"
+
+    @classmethod
+    def from_pretrained(cls, source: str, image_size: int = 224, **kwargs) -> VAEEncoder:
+        from diffusers import AutoencoderKL
+
+        return cls(AutoencoderKL.from_pretrained(source, **kwargs), source, image_size)
+
+    @classmethod
+    def tiny(cls, image_size: int = 64, seed: int = 0) -> VAEEncoder:
+        """A random VAE shaped like SDXL's (4 levels: 8x downsampling, 4 latent channels, its scaling factor
+        0.13025), 8 to 16 channels wide, for tests and CPU runs."""
+        from diffusers import AutoencoderKL
+
+        levels = 4
+        config = dict(block_out_channels=(8, 8, 16, 16), down_block_types=("DownEncoderBlock2D",) * levels,
+                      up_block_types=("UpDecoderBlock2D",) * levels, layers_per_block=1, latent_channels=4,
+                      norm_num_groups=4, sample_size=image_size, scaling_factor=0.13025)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return cls(AutoencoderKL(**config), image_size=image_size)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "image_size": self.image_size,
+                "config": dict(self.model.config)}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **load_kwargs) -> VAEEncoder:
+        if spec.get("source"):
+            return cls.from_pretrained(spec["source"], spec["image_size"], **load_kwargs)
+        from diffusers import AutoencoderKL
+
+        return cls(AutoencoderKL.from_config(spec["config"]), image_size=spec["image_size"])
+
+    def encode(self, images: Any) -> torch.Tensor:
+        """uint8 (N, H, W, 3) images -> float (N, grid*grid, channels) latents, row-major over the grid."""
+        x = as_image_batch(images).to(self.device)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        x = (2 * x - 1).to(next(self.model.parameters()).dtype)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.training):
+            latents = self.model.encode(x).latent_dist.mode() * self.scaling_factor
+        return latents.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.dim).float()
+
+
+# The encoders a family's frames can go through, by `kind` (a config's `frame_encoder`).
+FRAME_ENCODERS: dict[str, type[FrozenEncoder]] = {DinoEncoder.kind: DinoEncoder, VAEEncoder.kind: VAEEncoder}
+
+
 class VLMEncoder(FrozenEncoder):
     """Qwen3-VL last hidden states of the current image and the instruction: (N, L, hidden) and a mask.
 
@@ -265,10 +340,11 @@ def _accepts(function, name: str) -> bool:
 
 
 def build_encoders(specs: dict[str, dict[str, Any]], state: dict[str, dict] | None = None,
-                   **load_kwargs) -> tuple[DinoEncoder, VLMEncoder]:
+                   **load_kwargs) -> tuple[DinoEncoder | VAEEncoder, VLMEncoder]:
     """Rebuild the encoders a checkpoint records: pretrained ones from their source, random (tiny) ones
-    from their spec; then the weights stored beside them (random or finetuned), if any."""
-    dino = DinoEncoder.from_spec(specs["dino"], **load_kwargs)
+    from their spec; then the weights stored beside them (random or finetuned), if any. The frame encoder
+    (recorded as "dino") is of the kind its spec names: DINOv3, or UWM's VAE."""
+    dino = FRAME_ENCODERS[specs["dino"].get("kind", DinoEncoder.kind)].from_spec(specs["dino"], **load_kwargs)
     vlm = VLMEncoder.from_spec(specs["vlm"], **load_kwargs)
     for name, encoder in (("dino", dino), ("vlm", vlm)):
         if state and name in state:
@@ -277,7 +353,7 @@ def build_encoders(specs: dict[str, dict[str, Any]], state: dict[str, dict] | No
     return dino, vlm
 
 
-def encoder_state(dino: DinoEncoder, vlm: VLMEncoder, vlm_state: dict | None = None) -> dict[str, dict]:
+def encoder_state(dino: DinoEncoder | VAEEncoder, vlm: VLMEncoder, vlm_state: dict | None = None) -> dict[str, dict]:
     """The weights a checkpoint must carry: those of random encoders, which no path can reload, and of
     finetuned ones. `vlm_state` stands in for the VLM's own when its weights are sharded over ranks (FSDP)."""
     state = {name: encoder.state_dict() for name, encoder in (("dino", dino), ("vlm", vlm))

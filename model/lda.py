@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from model.blocks import (MODULATIONS, Block, FlowTransformer, OutputHead, TimestepEmbedder, euler, noised,
-                          sample_flow_time, two_layer_mlp)
+from model.blocks import (MODULATIONS, Block, FlowTransformer, OutputHead, TimestepEmbedder, draw_objectives, euler,
+                          noised, objective_losses, sample_flow_time, two_layer_mlp)
 from model.config import ACTION_TARGET, FORECAST, OBJECTIVES, POLICY, VISUAL_TARGET, LDAConfig
 
 
@@ -131,10 +131,7 @@ class LDA(FlowTransformer):
         weighs zero, so it cannot move that objective's loss.
         Returns "loss" (to minimise) and, per objective, its mean loss (detached) and its sample count.
         """
-        roles = batch["roles"].bool()
-        if objective is None:
-            objective = torch.multinomial(roles.float(), 1).squeeze(1)
-        weight = roles.gather(1, objective[:, None]).squeeze(1).to(batch["actions"].dtype)
+        objective, weight = draw_objectives(batch["roles"], objective)
         actions, future = batch["actions"], batch["future"]
         t = sample_flow_time(actions.shape[0], self.config, actions.device).to(actions.dtype)
         noise_a, noise_f = torch.randn_like(actions), torch.randn_like(future)
@@ -146,13 +143,7 @@ class LDA(FlowTransformer):
                         batch["vlm_mask"], t, objective, batch.get("has_actions"))
         err_a = (v_a.float() - (actions - noise_a).float()).pow(2).mean(dim=(1, 2))
         err_f = (v_f.float() - (future - noise_f).float()).pow(2).mean(dim=(1, 2))
-        per_sample = torch.where(action_target, err_a, err_f) * weight.float()
-        out = {"loss": per_sample.sum() / weight.sum().clamp(min=1)}
-        for k, name in enumerate(OBJECTIVES):
-            on = (objective == k).float() * weight.float()
-            out[f"count/{name}"] = on.sum().detach()
-            out[f"loss/{name}"] = ((per_sample * on).sum() / on.sum().clamp(min=1)).detach()
-        return out
+        return objective_losses(torch.where(action_target, err_a, err_f), objective, weight)
 
     # --- inference ---------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from model.config import (FORECAST, FORWARD, INVERSE, OBJECTIVES, POLICY, ModelC
 from model.data import (LDASamples, Normalizer, collate, encode_episodes, load_episodes, split_episodes,
                         visual_sample)
 from model.blocks import FlowTransformer
-from model.encoders import build_encoders, encoder_state, DinoEncoder, VLMEncoder
+from model.encoders import build_encoders, encoder_state, DinoEncoder, VAEEncoder, VLMEncoder
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "lda-checkpoint-1"
@@ -52,6 +52,7 @@ class TrainConfig:
     out: str = "runs/lda"
     cache: str | None = None                  # feature cache folder (default: <out>/features)
     dino: str | None = None                   # DINOv3 local path or hub id; None: tiny random encoder
+    vae: str | None = None                    # UWM's VAE (AutoencoderKL, e.g. SDXL's): local path or hub id; None: tiny
     vlm: str | None = None                    # Qwen3-VL local path or hub id; None: tiny random encoder
     init_from: str | None = None              # finetuning: the checkpoint whose weights to start from
     steps: int = 2000
@@ -300,17 +301,23 @@ class TrainingObjective(torch.nn.Module):
         return self.network.loss(with_vlm_tokens(batch, self.vlm))
 
 
-def _encoders(cfg: TrainConfig, model_config: ModelConfig, base: dict | None) -> tuple[DinoEncoder, VLMEncoder]:
-    """Finetuning keeps the encoders of the checkpoint it starts from; a new run loads or builds them."""
+def _encoders(cfg: TrainConfig, model_config: ModelConfig, base: dict | None
+              ) -> tuple[DinoEncoder | VAEEncoder, VLMEncoder]:
+    """Finetuning keeps the encoders of the checkpoint it starts from; a new run loads or builds them. The
+    frame encoder is the one the family reads (`frame_encoder`: DINOv3, or UWM's VAE); "dino" names it."""
     if base is not None:
         dino, vlm = build_encoders(base["encoders"], base.get("encoder_state"))
     else:
-        dino = DinoEncoder.from_pretrained(cfg.dino) if cfg.dino else DinoEncoder.tiny(model_config.image_size)
+        size = model_config.image_size
+        if model_config.frame_encoder == VAEEncoder.kind:
+            dino = VAEEncoder.from_pretrained(cfg.vae, size) if cfg.vae else VAEEncoder.tiny(size)
+        else:
+            dino = DinoEncoder.from_pretrained(cfg.dino) if cfg.dino else DinoEncoder.tiny(size)
         vlm = (VLMEncoder.from_pretrained(cfg.vlm, model_config.image_size) if cfg.vlm
                else VLMEncoder.tiny(model_config.image_size))
     if (dino.grid, dino.dim, vlm.dim) != (model_config.patch_grid, model_config.dino_dim, model_config.vlm_dim):
-        raise ValueError(f"the encoders give a {dino.grid}x{dino.grid}x{dino.dim} DINO grid and {vlm.dim}-wide VLM "
-                         f"tokens; preset {model_config.name!r} expects {model_config.patch_grid}x"
+        raise ValueError(f"the encoders give a {dino.grid}x{dino.grid}x{dino.dim} {dino.kind} grid and {vlm.dim}-wide "
+                         f"VLM tokens; preset {model_config.name!r} expects {model_config.patch_grid}x"
                          f"{model_config.patch_grid}x{model_config.dino_dim} and {model_config.vlm_dim}")
     return dino, vlm
 

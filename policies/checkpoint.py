@@ -1,15 +1,17 @@
 """The policy adapter of every model family: a checkpoint written by `lda-bench train` / `finetune` acting
-through its policy objective (policies/lda.py and policies/gr00t.py register it under their names).
+through its policy objective (policies/lda.py, policies/gr00t.py and policies/uwm.py register it under
+their names).
 
 A checkpoint records its network (and family), the action and feature statistics, and the encoders it was
 trained with (a VLM finetuned with `--unfreeze-vlm` as finetuned). Each call encodes the current egoview,
-samples an action chunk with a few Euler steps and returns the first `execute` steps of it in absolute
-radians.
+samples an action chunk in the family's few steps (Euler; UWM's DDIM) and returns the first `execute`
+steps of it in absolute radians.
 
-The policy keeps what training conditioned on: the DINO features of its previous frame (history 2: with
-`execute` = the config's frame stride, that frame is exactly one stride back) and the actions it last
-commanded; at the start of an episode the current frame and joints stand in for both (a family whose
-network does not read them, GR00T's, is given them all the same and leaves them unread).
+The policy keeps what training conditioned on: the frame features (DINO's; UWM's VAE latents) of its
+previous frame (history 2: with `execute` = the config's frame stride, that frame is exactly one stride
+back) and the actions it last commanded; at the start of an episode the current frame and joints stand in
+for both (a family whose network does not read them, GR00T's or UWM's past actions, is given them all the
+same and leaves them unread).
 torch is imported when a policy is built, so listing policies stays cheap.
 """
 
@@ -39,7 +41,7 @@ class CheckpointPolicy:
     """Acts with a model checkpoint of any family (`family`, `backbone`: what a registered name promises)."""
 
     family: str | None = None    # None accepts any
-    backbone: str | None = None  # LDA's: "mmdit" or "dit"; None accepts any
+    backbone: str | None = None  # LDA's and UWM's: "mmdit" or "dit"; None accepts any
 
     def __init__(self, checkpoint: Path, execute: int | None = None, steps: int | None = None,
                  device: str = "cpu", seed: int = 0):
@@ -55,8 +57,8 @@ class CheckpointPolicy:
             raise ValueError(f"{checkpoint} holds a {config.family!r} network ({config.name}); this policy runs "
                              f"{self.family!r} checkpoints")
         if self.backbone and config.backbone != self.backbone:
-            raise ValueError(f"{checkpoint} holds a {config.backbone!r} LDA ({config.name}); this policy runs "
-                             f"{self.backbone!r} checkpoints")
+            raise ValueError(f"{checkpoint} holds a {config.backbone!r} {config.family.upper()} ({config.name}); this "
+                             f"policy runs {self.backbone!r} checkpoints")
         self.config, self.device, self.seed = config, torch.device(device), seed
         threads = cpu_threads(self.model) if self.device.type == "cpu" else None
         if threads:
@@ -69,7 +71,7 @@ class CheckpointPolicy:
 
     def reset(self, task: str, instruction: str) -> None:
         self.instruction = instruction
-        self._frames: list[Any] = []          # normalised DINO features of the frames seen, newest last
+        self._frames: list[Any] = []          # normalised frame features of the frames seen, newest last
         self._past: np.ndarray | None = None  # the last `history` commanded actions (radians)
         self._generator = self._torch.Generator().manual_seed(self.seed)
 

@@ -1,5 +1,6 @@
-"""Every registered model policy (LDA's variants and the GR00T-N1.6 family): shapes, save/load, learning,
-data roles, acting through an episode; and the GR00T family trained by `lda-bench train`."""
+"""Every registered model policy (LDA's variants, the GR00T-N1.6 family and the UWM family): shapes,
+save/load, learning, data roles, acting through an episode; and the GR00T family trained by `lda-bench
+train` (the UWM family's own tests: tests/test_uwm.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import policies.gr00t  # noqa: E402,F401  (registers the GR00T family before the installed entry points know it)
+import policies.uwm  # noqa: E402,F401  (and the UWM family)
 from lda_bench.policy import _registry, available_policies, make_policy, validate_chunk  # noqa: E402
 from lda_bench.rollout import run_episode  # noqa: E402
 from model.blocks import sample_flow_time  # noqa: E402
 from model.config import OBJECTIVES, POLICY, PRESETS, build_model, get_config  # noqa: E402
 from model.data import Normalizer  # noqa: E402
-from model.encoders import DinoEncoder, VLMEncoder  # noqa: E402
+from model.encoders import FRAME_ENCODERS, VLMEncoder  # noqa: E402
 from model.gr00t import GR00T  # noqa: E402
 from model.synthetic import make_dataset  # noqa: E402
 from model.train import CHECKPOINT, checkpoint_payload, load_checkpoint, load_model, save_checkpoint  # noqa: E402
@@ -31,6 +33,9 @@ NETWORKS = {
     "gr00t-n1.6": lambda: get_config("gr00t-n1.6-tiny"),
     "starvla": lambda: get_config("starvla-tiny"),
     "gr00t-ei": lambda: get_config("gr00t-ei-tiny"),
+    "uwm": lambda: get_config("uwm-tiny"),
+    "uwm-xl": lambda: get_config("uwm-xl-tiny"),
+    "uwm-mmdit": lambda: get_config("uwm-mmdit-tiny"),
 }
 GR00T_FAMILY = [name for name in NETWORKS if NETWORKS[name]().family == "gr00t"]
 TASK = get_task("PnP Can To Drawer Close")
@@ -41,6 +46,16 @@ def test_every_model_policy_is_tested_here():
     model_policies = {name for name, entry in _registry.items()
                       if isinstance(entry.factory, type) and issubclass(entry.factory, CheckpointPolicy)}
     assert model_policies == set(NETWORKS)
+
+
+def _saved(path, config, network):
+    """A checkpoint of `network` with the tiny encoders its family reads (DINO, or UWM's VAE) and unit
+    statistics."""
+    normalizer = Normalizer(np.zeros(29, np.float32), np.ones(29, np.float32), np.zeros(config.dino_dim, np.float32),
+                            np.ones(config.dino_dim, np.float32))
+    return save_checkpoint(path, checkpoint_payload(config, network.state_dict(), normalizer,
+                                                    FRAME_ENCODERS[config.frame_encoder].tiny(config.image_size),
+                                                    VLMEncoder.tiny(), step=0))
 
 
 def _conditions(batch):
@@ -73,10 +88,7 @@ def test_save_and_load_reproduce_the_outputs(tmp_path, policy):
     config = NETWORKS[policy]()
     torch.manual_seed(0)
     network = _moved(build_model(config)).eval()
-    normalizer = Normalizer(np.zeros(29, np.float32), np.ones(29, np.float32), np.zeros(32, np.float32),
-                            np.ones(32, np.float32))
-    save_checkpoint(tmp_path / "model.pt", checkpoint_payload(config, network.state_dict(), normalizer,
-                                                              DinoEncoder.tiny(), VLMEncoder.tiny(), step=0))
+    _saved(tmp_path / "model.pt", config, network)
     loaded = load_model(tmp_path / "model.pt")[0]
     assert type(loaded) is type(network) and loaded.config == config
     batch = random_batch(config)
@@ -192,10 +204,7 @@ class RecordingEnv:
 def test_each_model_policy_acts_through_an_episode(tmp_path, policy):
     config = NETWORKS[policy]()
     torch.manual_seed(0)
-    path = save_checkpoint(tmp_path / "model.pt", checkpoint_payload(
-        config, _moved(build_model(config)).state_dict(), Normalizer(
-            np.zeros(29, np.float32), np.ones(29, np.float32), np.zeros(32, np.float32), np.ones(32, np.float32)),
-        DinoEncoder.tiny(), VLMEncoder.tiny()))
+    path = _saved(tmp_path / "model.pt", config, _moved(build_model(config)))
     actions = []
     for _ in range(2):
         env = RecordingEnv()
