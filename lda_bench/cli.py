@@ -160,7 +160,8 @@ def _policies_list(args) -> None:
 def _serve(args) -> None:
     from lda_bench.remote import serve
 
-    serve(args.policy, _policy_args(args.policy_arg), host=args.host, port=args.port, api_token=args.api_token)
+    serve(args.policy, _policy_args(args.policy_arg), host=args.host, port=args.port, api_token=args.api_token,
+          max_batch=args.max_batch)
 
 
 def _vlm_lr(args) -> float | None:
@@ -364,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--port", type=int, default=5555, help="port to listen on (0: any free port)")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     server.add_argument("--api-token", help="refuse requests that do not carry this token")
+    server.add_argument("--max-batch", type=int, default=64,
+                        help="most environments one request may carry (default 64); a larger batch is refused")
     server.set_defaults(func=_serve)
 
     sweep = sub.add_parser("sweep", help="evaluate policies on tasks as submitit jobs, locally or on Slurm; "

@@ -14,7 +14,7 @@ import inspect
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -48,6 +48,22 @@ class Policy(Protocol):
     def reset(self, task: str, instruction: str) -> None: ...
 
     def get_action(self, obs: dict[str, Any]) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class BatchPolicy(Policy, Protocol):
+    """A policy that acts for many environments in one call: the model policies, one forward for all.
+
+    Environment `k` (a batch row, as GR00T's clients number them) keeps its own episode state: its history
+    and its noise generator, seeded at its reset as a fresh instance would be. So an environment's actions
+    do not depend on which others share its batch, and `get_action(obs)` is environment 0 acting alone.
+    `reset(task, instruction)` starts a new episode in every environment; with `env_ids`, only in those.
+    """
+
+    def reset(self, task: str, instruction: str, env_ids: Sequence[int] | None = None) -> None: ...
+
+    def get_action_batch(self, observations: Sequence[dict[str, Any]],
+                         env_ids: Sequence[int]) -> list[dict[str, np.ndarray]]: ...
 
 
 class UnknownPolicyError(KeyError):

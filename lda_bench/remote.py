@@ -9,12 +9,21 @@ Speaking GR00T's protocol means a GR00T server can be benchmarked as it is, and 
   `{"__ndarray_class__": True, "as_npy": <np.save bytes>}`. A failed request is answered
   `{"error": message}`; a wrong token gets `{"error": "Unauthorized: Invalid API token"}`.
 - Endpoints: `ping`, `kill`, `get_action`, `get_modality_config`, and since N1.6 `reset`.
-- Observations are batched with a time axis: video (B, T, H, W, C) uint8, state (B, T, D) float32,
-  language a list of B strings; actions come back as (B, T, D) per key.
+- Observations are batched over B environments with a time axis: video (B, T, H, W, C) uint8, state
+  (B, T, D) float32, language a list of B strings (or of B one-element lists); actions come back as
+  (B, K, D) per key. GR00T's simulation clients send their vector env's observation as it is, so row k
+  is environment k.
 - N1.5: `get_action`'s data is the observation and the reply is the action dict.
   N1.6: the data is `{"observation": obs, "options": ...}` and the reply is `[action dict, info dict]`.
-  Servers that wrap their policy for GR00T's simulators name actions `action.left_arm`; bare policies
-  name them `left_arm`. The client here accepts both.
+  The observation is flat (`video.ego_view`, `state.left_arm`, ..., as GR00T's simulation wrapper takes
+  it) or nested (`{"video": {"ego_view": ...}, "state": {...}, "language": {key: [[text], ...]}}`, as a
+  bare GR00T policy takes it). Servers that wrap their policy for GR00T's simulators name actions
+  `action.left_arm`; bare policies name them `left_arm`. The client here accepts both, and the server
+  answers a nested observation with bare names.
+
+`lda-bench serve` answers batches: a `BatchPolicy` (the model policies) acts for all B environments in one
+call; any other policy gets one instance per row. `reset` starts a new episode in every environment, or
+with `options["env_ids"]` (an lda-bench extension) only in those.
 """
 
 from __future__ import annotations
@@ -23,14 +32,15 @@ import hmac
 import io
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
 
-from lda_bench.policy import (CHUNK_KEYS, LANGUAGE_KEY, VIDEO_KEY, InvalidChunkError, Policy, make_policy,
-                              register_policy, validate_chunk)
+from lda_bench.policy import (CHUNK_KEYS, LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY, BatchPolicy, InvalidChunkError, Policy,
+                              make_policy, register_policy, validate_chunk)
 from tasks.layout import ACTION_DIMS, ACTION_KEYS
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,7 @@ ARRAY_TAG = "__ndarray_class__"
 MODALITY_CONFIG_TAG = "__ModalityConfig_class__"
 UNAUTHORIZED = "Unauthorized: Invalid API token"
 UNKNOWN_ENDPOINT = "Unknown endpoint"
+MAX_BATCH = 64
 
 
 # --- messages ---------------------------------------------------------------------------------------
@@ -87,23 +98,62 @@ def _batch_observation(obs: dict[str, Any]) -> dict[str, Any]:
     return batched
 
 
-def _unbatch_observation(batched: dict[str, Any]) -> dict[str, Any]:
-    """GR00T's batched layout -> one environment's observation at the latest time step."""
-    obs: dict[str, Any] = {}
+class InvalidBatchError(ValueError):
+    """A batched observation that is not GR1's layout, whose sizes disagree, or that is too large."""
+
+
+# GR1's batched observation (B environments, T time steps): each array's number of axes and last axis.
+BATCHED_LAYOUT = {VIDEO_KEY: (5, 3), **{key: (3, ACTION_DIMS[part]) for part, key in STATE_KEYS.items()}}
+
+
+def _batched_shape(key: str) -> str:
+    axes, last = BATCHED_LAYOUT[key]
+    return "(B, T, H, W, 3) uint8" if axes == 5 else f"(B, T, {last})"
+
+
+def _unbatch_observation(batched: dict[str, Any], max_batch: int) -> list[dict[str, Any]]:
+    """GR00T's batched layout (flat) -> one observation per environment, at the latest time step."""
+    missing = [key for key in BATCHED_LAYOUT if key not in batched]
+    if missing:
+        layout = ", ".join(f"{key} {_batched_shape(key)}" for key in BATCHED_LAYOUT)
+        raise InvalidBatchError(f"the observation lacks {', '.join(missing)}; GR1's layout is {layout}")
+    for key, (axes, last) in BATCHED_LAYOUT.items():
+        value = batched[key]
+        shaped = isinstance(value, np.ndarray) and value.ndim == axes and (key != VIDEO_KEY or value.dtype == np.uint8)
+        if not (shaped and value.shape[1] > 0 and value.shape[-1] == last):
+            got = f"shape {value.shape} {value.dtype}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+            raise InvalidBatchError(f"{key} has {got}; expected {_batched_shape(key)}")
+    sizes = {key: len(value) for key, value in batched.items()
+             if isinstance(value, (list, tuple)) or isinstance(value, np.ndarray) and value.ndim > 0}
+    size = sizes[VIDEO_KEY]
+    others = ", ".join(f"{key} {other}" for key, other in sizes.items() if other != size)
+    if others:
+        raise InvalidBatchError(f"the batch sizes of the observation's keys disagree: {others} "
+                                f"against {VIDEO_KEY} {size}")
+    if not 1 <= size <= max_batch:
+        raise InvalidBatchError(f"a batch of {size} environments; this server takes 1 to {max_batch} (--max-batch)")
+    observations: list[dict[str, Any]] = [{} for _ in range(size)]
     for key, value in batched.items():
-        if not isinstance(value, (np.ndarray, list, tuple)) or np.ndim(value) == 0:
-            obs[key] = value
-            continue
-        if len(value) != 1:
-            raise ValueError(f"{key} has batch size {len(value)}: this server holds one policy instance, "
-                             "so it serves one environment per client (batch size 1)")
-        if isinstance(value, np.ndarray):
-            value = value[0, -1] if value.ndim >= 2 else value[0]
-            obs[key] = value.astype(np.float64) if key.startswith("state.") else value
-        else:
-            item = value[0]  # N1.6's nested language layout is [[text]] (batch, time)
-            obs[key] = item[-1] if isinstance(item, (list, tuple)) else item
-    return obs
+        for row, obs in enumerate(observations):
+            if key not in sizes:  # not batched: the same for every environment
+                obs[key] = value
+            elif key in BATCHED_LAYOUT:
+                obs[key] = value[row, -1].astype(np.float64) if key.startswith("state.") else value[row, -1]
+            else:  # language: B strings, or B lists of strings over time (N1.6's [[text], ...])
+                item = value[row]
+                obs[key] = item[-1] if isinstance(item, (list, tuple, np.ndarray)) else item
+    return observations
+
+
+def _flat_observation(observation: dict[str, Any]) -> dict[str, Any]:
+    """N1.6's nested layout (`{"video": {"ego_view": ...}, "state": {...}, "language": {...}}`) -> the flat one."""
+    flat = {f"{modality}.{key}": value for modality in ("video", "state")
+            for key, value in (observation.get(modality) or {}).items()}
+    language = observation.get("language") or {}
+    if len(language) > 1:
+        raise InvalidBatchError(f"the observation has language keys {sorted(language)}; GR1's tasks have one")
+    flat.update({LANGUAGE_KEY: value for value in language.values()})
+    return flat
 
 
 def _gr1_modality_config() -> dict[str, Any]:
@@ -123,14 +173,21 @@ def _gr1_modality_config() -> dict[str, Any]:
 # --- server -----------------------------------------------------------------------------------------
 
 class PolicyServer:
-    """Serves one local policy over GR00T's protocol, to one environment (batch size 1) at a time.
+    """Serves a local policy over GR00T's protocol to batches of up to `max_batch` environments.
 
-    `port=0` binds a free port; the bound one is in `.port`. It answers both N1.5 and N1.6 request
-    layouts in kind, so either generation of GR00T client can drive it.
+    A `BatchPolicy` answers a whole batch in one call. Any other policy acts for row 0; rows 1 and up get
+    instances of their own from `make_instance` (without it, only batches of one are served), each reset
+    with its environment. `port=0` binds a free port; the bound one is in `.port`. It answers both N1.5 and
+    N1.6 request layouts in kind, so either generation of GR00T client can drive it.
     """
 
-    def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 5555, api_token: str | None = None):
-        self.policy = policy
+    def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 5555, api_token: str | None = None,
+                 make_instance: Callable[[], Policy] | None = None, max_batch: int = MAX_BATCH):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1; got {max_batch}")
+        self.policy, self.make_instance, self.max_batch = policy, make_instance, max_batch
+        self._rows = [policy]     # a policy that acts for one environment: its instance for each row
+        self._episode = ("", "")  # (task, instruction) of the last reset of all: where a new row's instance starts
         self.api_token = api_token
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.REP)
@@ -194,28 +251,69 @@ class PolicyServer:
         return {"status": "ok", "message": "Server is shutting down"}
 
     def _reset(self, data: dict) -> dict:
+        """A new episode in every environment, or in those of `options["env_ids"]`."""
         options = data.get("options") or {}
-        self.policy.reset(str(options.get("task", "")), str(options.get("instruction", "")))
+        task, instruction = str(options.get("task", "")), str(options.get("instruction", ""))
+        env_ids = options.get("env_ids")
+        batch_policy = isinstance(self.policy, BatchPolicy)
+        if env_ids is None:
+            self._episode = (task, instruction)
+            for policy in [self.policy] if batch_policy else self._rows:
+                policy.reset(task, instruction)
+        elif not (isinstance(env_ids, list) and all(isinstance(k, int) and 0 <= k < self.max_batch for k in env_ids)):
+            raise InvalidBatchError(f"options.env_ids must be a list of environment indices 0 to {self.max_batch - 1}; "
+                                    f"got {env_ids!r}")
+        elif batch_policy:
+            self.policy.reset(task, instruction, env_ids=env_ids)
+        else:
+            for env_id in env_ids:
+                self._row(env_id).reset(task, instruction)
         return {}
 
     def _get_action(self, data: dict) -> Any:
         n16_layout = "observation" in data
-        obs = _unbatch_observation(data["observation"] if n16_layout else data)
-        chunk = validate_chunk(self.policy.get_action(obs))
-        action = {key: value.astype(np.float32)[None] for key, value in chunk.items()}
+        observation = data["observation"] if n16_layout else data
+        nested = isinstance(observation.get("video"), dict)
+        observations = _unbatch_observation(_flat_observation(observation) if nested else observation, self.max_batch)
+        chunks = [validate_chunk(chunk) for chunk in self._act(observations)]
+        lengths = {len(chunk[CHUNK_KEYS[ACTION_KEYS[0]]]) for chunk in chunks}
+        if len(lengths) > 1:
+            raise InvalidChunkError(f"the environments' chunks have different lengths {sorted(lengths)}: "
+                                    "they cannot travel as one (B, K, D) array")
+        action = {key.removeprefix("action.") if nested else key:  # a bare policy's names for a nested request
+                  np.stack([chunk[key] for chunk in chunks]).astype(np.float32) for key in chunks[0]}
         return [action, {}] if n16_layout else action
+
+    def _act(self, observations: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+        """Row k's observation -> its chunk: in one call of a batch policy, or by row k's instance."""
+        if isinstance(self.policy, BatchPolicy):
+            return self.policy.get_action_batch(observations, list(range(len(observations))))
+        rows = [self._row(env_id) for env_id in range(len(observations))]  # all of them before any acts
+        return [row.get_action(obs) for row, obs in zip(rows, observations)]
+
+    def _row(self, env_id: int) -> Policy:
+        """The instance acting for environment `env_id`, of a policy that acts for one environment."""
+        while len(self._rows) <= env_id:
+            if self.make_instance is None:
+                raise InvalidBatchError("this server holds one instance of a policy that acts for one environment: "
+                                        "it serves batches of one (serve the policy by name to serve batches)")
+            instance = self.make_instance()
+            instance.reset(*self._episode)
+            self._rows.append(instance)
+        return self._rows[env_id]
 
     def _modality_config(self, data: dict) -> dict:
         return _gr1_modality_config()
 
 
 def serve(policy_name: str, policy_kwargs: dict[str, Any], host: str = "127.0.0.1", port: int = 5555,
-          api_token: str | None = None) -> None:
+          api_token: str | None = None, max_batch: int = MAX_BATCH) -> None:
     """Build a registered policy and serve it until a client sends `kill` (or Ctrl-C).
 
     Prints one line with the bound address when ready (with `port=0`, the port chosen).
     """
-    server = PolicyServer(make_policy(policy_name, **policy_kwargs), host, port, api_token)
+    make_instance = lambda: make_policy(policy_name, **policy_kwargs)  # noqa: E731
+    server = PolicyServer(make_instance(), host, port, api_token, make_instance=make_instance, max_batch=max_batch)
     print(f"serving policy {policy_name!r} on {server.address}", flush=True)
     try:
         server.serve_forever()

@@ -190,7 +190,7 @@ class UWM(FlowTransformer):
         """Denoise from `noise` (default: drawn) in DDIM steps: the action chunk for the policy and inverse
         dynamics, the future latents for forward dynamics and video prediction. Give the condition that a
         mode holds clean (actions for forward dynamics, future for inverse dynamics). The modality a mode
-        marginalises is held at pure noise, `held_noise` or by default one fixed draw (seed 0): the
+        marginalises is held at pure noise, `held_noise` or by default one fixed draw (seed 0) for every row: the
         network learned to ignore it, and a fixed draw keeps the result a function of `noise` alone.
         past_actions and has_actions, which LDA reads, are accepted and unread."""
         c = self.config
@@ -206,7 +206,8 @@ class UWM(FlowTransformer):
         else:
             held, held_t = held_noise, c.diffusion_steps - 1
             if held is None:
-                held = torch.randn(held_shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+                row = torch.randn(held_shape[1:], generator=torch.Generator().manual_seed(0))
+                held = row.to(device, dtype).expand(held_shape)  # every row the same: not a function of its batch
         x = torch.randn(shape, device=device, dtype=dtype) if noise is None else noise
         held_t = torch.full((b,), held_t, device=device, dtype=torch.long)
         context = self.context(obs, state, vlm, vlm_mask)

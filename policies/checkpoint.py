@@ -12,11 +12,17 @@ previous frame (history 2: with `execute` = the config's frame stride, that fram
 back) and the actions it last commanded; at the start of an episode the current frame and joints stand in
 for both (a family whose network does not read them, GR00T's or UWM's past actions, is given them all the
 same and leaves them unread).
+
+One policy acts for many environments at once (`get_action_batch`, the `BatchPolicy` protocol): one
+encoder and network forward for the whole batch, while each environment keeps its own history and its own
+noise generator, seeded at its reset. An environment's actions are thus those it would get acting alone.
 torch is imported when a policy is built, so listing policies stays cheap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,33 +75,71 @@ class CheckpointPolicy:
             raise ValueError(f"execute must be 1..{config.action_chunk}; got {self.execute}")
         self.reset("", "")
 
-    def reset(self, task: str, instruction: str) -> None:
-        self.instruction = instruction
-        self._frames: list[Any] = []          # normalised frame features of the frames seen, newest last
-        self._past: np.ndarray | None = None  # the last `history` commanded actions (radians)
-        self._generator = self._torch.Generator().manual_seed(self.seed)
+    def reset(self, task: str, instruction: str, env_ids: Sequence[int] | None = None) -> None:
+        """Start a new episode in the environments `env_ids` (default: in every one)."""
+        if env_ids is None:
+            self.instruction = instruction  # what an environment first seen later falls back on
+            self._envs: dict[int, EnvironmentHistory] = {}
+        for env_id in env_ids or ():
+            self._envs[env_id] = self._fresh(instruction)
 
     def get_action(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        return self.get_action_batch([obs], [0])[0]
+
+    def get_action_batch(self, observations: Sequence[dict[str, Any]],
+                         env_ids: Sequence[int]) -> list[dict[str, np.ndarray]]:
+        """Action chunks for the environments `env_ids`, one observation each, in one forward."""
+        if len(observations) != len(env_ids) or len(set(env_ids)) != len(env_ids):
+            raise ValueError(f"need one observation per distinct environment; got {len(observations)} "
+                             f"observation(s) for environments {list(env_ids)}")
         torch, c = self._torch, self.config
-        joints = np.concatenate([current_state(obs)[part] for part in ACTION_KEYS]).astype(np.float32)
-        image = np.asarray(obs[VIDEO_KEY])
-        instruction = str(obs.get(LANGUAGE_KEY) or self.instruction)
+        for env_id in env_ids:
+            if env_id not in self._envs:  # first seen without a reset of its own
+                self._envs[env_id] = self._fresh(self.instruction)
+        envs = [self._envs[env_id] for env_id in env_ids]
+        joints = np.stack([np.concatenate([current_state(obs)[part] for part in ACTION_KEYS])
+                           for obs in observations]).astype(np.float32)
+        images = np.stack([np.asarray(obs[VIDEO_KEY]) for obs in observations])
+        instructions = [str(obs.get(LANGUAGE_KEY) or env.instruction) for obs, env in zip(observations, envs)]
         with torch.inference_mode():
-            frame = self.dino.encode(image[None])[0].cpu().numpy()
-            frame = torch.from_numpy(self.normalizer.visual(frame))
-            self._frames = ((self._frames or [frame] * (c.history - 1)) + [frame])[-c.history:]
-            vlm, mask = self.vlm.encode(image[None], [instruction])
-            past = self._past if self._past is not None else np.repeat(joints[None], c.history, axis=0)
-            to = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None].to(self.device)  # noqa: E731
-            noise = torch.randn(1, c.action_chunk, c.action_dim, generator=self._generator).to(self.device)
-            chunk = self.model.sample(0, obs=torch.stack(self._frames)[None].to(self.device),
-                                      past_actions=to(self.normalizer.actions(past)),
-                                      state=to(self._state_features(joints)), vlm=vlm, vlm_mask=mask,
-                                      steps=self.steps, noise=noise)
-        actions = self.normalizer.unactions(chunk[0].float().cpu().numpy())[:self.execute]
-        self._past = np.concatenate([past, actions])[-c.history:]
-        out, start = {}, 0
-        for part in ACTION_KEYS:
-            out[CHUNK_KEYS[part]] = actions[:, start:start + ACTION_DIMS[part]].astype(np.float64)
-            start += ACTION_DIMS[part]
-        return out
+            frames = torch.from_numpy(self.normalizer.visual(self.dino.encode(images).cpu().numpy()))
+            for env, frame in zip(envs, frames):
+                env.frames = ((env.frames or [frame] * (c.history - 1)) + [frame])[-c.history:]
+            vlm, mask = self.vlm.encode(images, instructions)
+            past = np.stack([env.past if env.past is not None else np.repeat(state[None], c.history, axis=0)
+                             for env, state in zip(envs, joints)])
+            to = lambda a: torch.as_tensor(np.asarray(a, np.float32)).to(self.device)  # noqa: E731
+            noise = torch.cat([torch.randn(1, c.action_chunk, c.action_dim, generator=env.generator)
+                               for env in envs]).to(self.device)
+            chunks = self.model.sample(0, obs=torch.stack([torch.stack(env.frames) for env in envs]).to(self.device),
+                                       past_actions=to(self.normalizer.actions(past)),
+                                       state=to(self._state_features(joints)), vlm=vlm, vlm_mask=mask,
+                                       steps=self.steps, noise=noise)
+        actions = self.normalizer.unactions(chunks.float().cpu().numpy())[:, :self.execute]
+        answers = []
+        for env, env_past, env_actions in zip(envs, past, actions):
+            env.past = np.concatenate([env_past, env_actions])[-c.history:]
+            answers.append(_chunk(env_actions))
+        return answers
+
+    def _fresh(self, instruction: str) -> EnvironmentHistory:
+        return EnvironmentHistory(instruction, self._torch.Generator().manual_seed(self.seed))
+
+
+@dataclass
+class EnvironmentHistory:
+    """What one environment's episode has given the policy so far, and its own noise generator."""
+
+    instruction: str
+    generator: Any                   # torch.Generator, seeded with the policy's seed at the reset
+    frames: list[Any] | None = None  # normalised frame features of the frames seen, newest last
+    past: np.ndarray | None = None   # the last `history` commanded actions (radians)
+
+
+def _chunk(actions: np.ndarray) -> dict[str, np.ndarray]:
+    """(K, 29) actions in GR00T's key order -> an action chunk by key."""
+    out, start = {}, 0
+    for part in ACTION_KEYS:
+        out[CHUNK_KEYS[part]] = actions[:, start:start + ACTION_DIMS[part]].astype(np.float64)
+        start += ACTION_DIMS[part]
+    return out

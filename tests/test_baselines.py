@@ -15,12 +15,10 @@ from lda_bench.policy import _registry, available_policies, make_policy, validat
 from lda_bench.rollout import run_episode  # noqa: E402
 from model.blocks import sample_flow_time  # noqa: E402
 from model.config import OBJECTIVES, POLICY, PRESETS, build_model, get_config  # noqa: E402
-from model.data import Normalizer  # noqa: E402
-from model.encoders import FRAME_ENCODERS, VLMEncoder  # noqa: E402
 from model.gr00t import GR00T  # noqa: E402
 from model.synthetic import make_dataset  # noqa: E402
-from model.train import CHECKPOINT, checkpoint_payload, load_checkpoint, load_model, save_checkpoint  # noqa: E402
-from model_helpers import random_batch, small_config  # noqa: E402
+from model.train import CHECKPOINT, load_checkpoint, load_model  # noqa: E402
+from model_helpers import moved, random_batch, saved_checkpoint, small_config  # noqa: E402
 from policies.checkpoint import CheckpointPolicy  # noqa: E402
 from policy_helpers import INSTRUCTION, make_observation  # noqa: E402
 from tasks.specs import get_task  # noqa: E402
@@ -48,26 +46,8 @@ def test_every_model_policy_is_tested_here():
     assert model_policies == set(NETWORKS)
 
 
-def _saved(path, config, network):
-    """A checkpoint of `network` with the tiny encoders its family reads (DINO, or UWM's VAE) and unit
-    statistics."""
-    normalizer = Normalizer(np.zeros(29, np.float32), np.ones(29, np.float32), np.zeros(config.dino_dim, np.float32),
-                            np.ones(config.dino_dim, np.float32))
-    return save_checkpoint(path, checkpoint_payload(config, network.state_dict(), normalizer,
-                                                    FRAME_ENCODERS[config.frame_encoder].tiny(config.image_size),
-                                                    VLMEncoder.tiny(), step=0))
-
-
 def _conditions(batch):
     return {k: batch[k] for k in ("obs", "past_actions", "state", "vlm", "vlm_mask", "has_actions")}
-
-
-def _moved(network, scale=0.05):
-    """Every weight off its AdaLN-Zero / zero-head start, so that outputs depend on all of them."""
-    with torch.no_grad():
-        for p in network.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return network
 
 
 @pytest.mark.parametrize("policy", NETWORKS)
@@ -87,8 +67,8 @@ def test_shapes(policy):
 def test_save_and_load_reproduce_the_outputs(tmp_path, policy):
     config = NETWORKS[policy]()
     torch.manual_seed(0)
-    network = _moved(build_model(config)).eval()
-    _saved(tmp_path / "model.pt", config, network)
+    network = moved(build_model(config)).eval()
+    saved_checkpoint(tmp_path / "model.pt", config, network)
     loaded = load_model(tmp_path / "model.pt")[0]
     assert type(loaded) is type(network) and loaded.config == config
     batch = random_batch(config)
@@ -125,7 +105,7 @@ def _grads(network):
 @pytest.mark.parametrize("policy", GR00T_FAMILY)
 def test_a_low_quality_sample_cannot_move_a_gr00t_loss(policy):
     config = NETWORKS[policy]()
-    network = _moved(build_model(config))
+    network = moved(build_model(config))
     batch = random_batch(config, size=3)
     batch["roles"] = torch.tensor([[True] * 4, [False, True, True, True], [False, False, False, True]])
 
@@ -204,7 +184,7 @@ class RecordingEnv:
 def test_each_model_policy_acts_through_an_episode(tmp_path, policy):
     config = NETWORKS[policy]()
     torch.manual_seed(0)
-    path = _saved(tmp_path / "model.pt", config, _moved(build_model(config)))
+    path = saved_checkpoint(tmp_path / "model.pt", config, moved(build_model(config)))
     actions = []
     for _ in range(2):
         env = RecordingEnv()

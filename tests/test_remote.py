@@ -210,7 +210,7 @@ def test_a_gr00t_n15_server_without_reset_is_spoken_to_in_its_layout():
     assert data["annotation.human.coarse_action"] == [INSTRUCTION]
 
 
-def test_the_server_answers_n15_requests_in_kind_and_refuses_batches():
+def test_the_server_answers_n15_requests_in_kind_and_one_instance_serves_batches_of_one():
     obs = make_observation()
     batched = {key: [value] if isinstance(value, str) else np.asarray(value)[None, None] for key, value in obs.items()}
     context = zmq.Context()
@@ -229,7 +229,7 @@ def test_the_server_answers_n15_requests_in_kind_and_refuses_batches():
     context.term()
     assert set(reply) == set(CHUNK_KEYS.values())
     np.testing.assert_array_equal(reply["action.left_arm"], obs[STATE_KEYS["left_arm"]][None, None])
-    assert "batch size 2" in refused["error"]
+    assert "serves batches of one" in refused["error"]  # batches: tests/test_batched_serving.py
 
 
 def test_kill_stops_a_server_thread():
