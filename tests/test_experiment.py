@@ -101,7 +101,7 @@ def test_a_bad_experiment_file_is_refused_naming_the_key(tmp_path, change, messa
 def test_the_cpu_proof_experiment_file_is_valid():
     experiment = load_experiment(SMOKE.with_name("cpu-proof.yaml"))
     assert len(experiment.tasks) == 3 and experiment.trials == 51
-    assert [p.policy for p in experiment.evaluate] == ["scripted", "hold"]
+    assert [p.policy for p in experiment.evaluate] == ["hold"]
     assert experiment.encoder is not None and experiment.train[0].preset == "tiny-vision"
 
 
