@@ -15,8 +15,8 @@ objective predicts an unchanged frame (over the forecasting's samples, all of th
 copies its input scores the trivial error.
 
 Each run lives in OUT/PRESET, the data in OUT/data and the encoders' features in OUT/features; running the
-command again reuses them (a finished run is only evaluated again). Exit status 1 if some family's trained policy does not beat holding the last
-action.
+command again reuses them (a finished run is only evaluated again). Exit status 1 if some family's trained
+policy does not beat holding the last action.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def prove(out: Path | str, presets: tuple[str, ...] = PRESETS, steps: int | None
         tic = time.perf_counter()
         family_steps, family_lr = SCHEDULE[get_config(preset).family]
         n, rate = steps or family_steps, lr or family_lr
-        train(TrainConfig(model=preset, data=[str(data)], out=str(run), cache=str(out / "features"), steps=n, batch_size=batch_size, lr=rate,
-                          min_lr=rate / 20, warmup=min(50, n // 4 + 1), holdout=0.15, eval_every=n,
+        train(TrainConfig(model=preset, data=[str(data)], out=str(run), cache=str(out / "features"), steps=n,
+                          batch_size=batch_size, lr=rate, min_lr=rate / 20, warmup=min(50, n // 4 + 1), holdout=0.15, eval_every=n,
                           eval_samples=eval_samples, ckpt_every=n, log_every=max(n // 4, 1), seed=seed),
               echo=None)
         evals = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
