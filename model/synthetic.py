@@ -1,10 +1,13 @@
 """A small synthetic GR1 dataset in LeRobot v2.1 form, cheap enough to make and learn from on a CPU.
 
 Each episode reaches for a target square. Two left-arm joints place a cursor in the image; they approach
-the joints that put the cursor on the target, then the left hand closes (a bar in the image grows). The
-other joints follow slow sinusoids whose phase depends on the target. Images are drawn with numpy (64 px),
-so the future frame is a deterministic function of the state the actions lead to, and the instruction
-names the target's quadrant: every objective has something to learn, from vision, language and actions.
+the joints that put the cursor on the target, then the left hand closes (a bar in the image grows).
+Meanwhile two right-arm joints wave, circling a second marker around the image from a random phase, and
+the other joints follow slow sinusoids whose phase depends on the target. So the robot never stands still
+and the frames keep changing: holding the last action or predicting an unchanged frame is a poor guess
+(model/prove_learning.py measures both). Images are drawn with numpy (64 px), so the future frame is a
+deterministic function of the state the actions lead to, and the instruction names the target's quadrant:
+every objective has something to learn, from vision, language and actions.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from tasks.layout import ACTION_DIM, ACTION_DIMS
 QUADRANTS = {(0, 0): "top left", (0, 1): "top right", (1, 0): "bottom left", (1, 1): "bottom right"}
 
 
-def cursor(joints: np.ndarray) -> np.ndarray:
-    """Image position (row, col) in [0, 1] of the cursor that left_arm joints 0 and 1 place."""
-    return 0.5 + 0.4 * np.sin(joints[..., :2])
+WAVE = slice(ACTION_DIMS["left_arm"], ACTION_DIMS["left_arm"] + 2)  # right_arm joints 0 and 1
+WAVE_AMPLITUDE, WAVE_OMEGA = 1.0, 3.0  # radians, radians per second: a circle every 2.1 s
+
+
+def cursor(joints: np.ndarray, dims: slice = slice(0, 2)) -> np.ndarray:
+    """Image position (row, col) in [0, 1] of the marker that two joints place: by default the cursor of
+    left_arm joints 0 and 1; `WAVE` gives the waving marker."""
+    return 0.5 + 0.4 * np.sin(joints[..., dims])
 
 
 def render(joints: np.ndarray, target: np.ndarray, size: int = 64) -> np.ndarray:
@@ -31,6 +39,7 @@ def render(joints: np.ndarray, target: np.ndarray, size: int = 64) -> np.ndarray
         r, c = (np.asarray(pos) * (size - 1)).round().astype(int)
         image[max(r - half, 0):r + half + 1, max(c - half, 0):c + half + 1] = color
     square(target, (220, 40, 40), 5)
+    square(cursor(joints, WAVE), (230, 200, 40), 5)
     square(cursor(joints), (40, 80, 230), 4)
     grip = int(np.clip(joints[14] / 1.5, 0, 1) * (size - 8))  # left hand, first finger
     image[size - 6:size - 2, 2:2 + max(grip, 1)] = (40, 200, 60)
@@ -46,6 +55,8 @@ def episode(rng: np.random.Generator, length: int, noise: float = 0.0, size: int
     omega = np.linspace(0.5, 1.5, ACTION_DIM)
     joints[:] = 0.3 * np.sin(omega * steps[:, None] + phase)
     joints[0, :2] = rng.uniform(-0.5, 0.5, size=2)
+    wave = WAVE_OMEGA * steps + rng.uniform(0, 2 * np.pi)
+    joints[:, WAVE] = WAVE_AMPLITUDE * np.stack([np.sin(wave), np.cos(wave)], axis=1)
     hand = slice(ACTION_DIMS["left_arm"] + ACTION_DIMS["right_arm"], 20)  # left hand's 6 values
     joints[:, hand] = 0.0
     for t in range(length):  # reach: a bounded step toward the goal, then close the hand
