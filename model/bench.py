@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -135,27 +136,34 @@ def chunk_latency(name: str, device: str, repeats: int) -> dict[str, float]:
         return _times(lambda: model.sample(POLICY, **cond), repeats, sync)
 
 
-def policy_latency(repeats: int) -> dict[str, float]:
-    """Seconds for one `get_action` of a tiny LDA policy on CPU: encoders, history, sampling, unnormalising."""
-    import tempfile
-    from pathlib import Path
-
+def tiny_checkpoint(path: Path | str) -> Path:
+    """A checkpoint of the `tiny` LDA preset (initial weights, unit statistics, the tiny encoders) to act with
+    in CPU benchmarks."""
     import numpy as np
 
-    from lda_bench.policy import LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY
     from model.data import Normalizer
     from model.encoders import DinoEncoder, VLMEncoder
     from model.train import checkpoint_payload, save_checkpoint
-    from policies.checkpoint import CheckpointPolicy
-    from tasks.layout import ACTION_DIMS
 
     config = get_config("tiny")
     normalizer = Normalizer(np.zeros(config.action_dim, np.float32), np.ones(config.action_dim, np.float32),
                             np.zeros(config.dino_dim, np.float32), np.ones(config.dino_dim, np.float32))
+    return save_checkpoint(path, checkpoint_payload(config, build_model(config).state_dict(), normalizer,
+                                                    DinoEncoder.tiny(), VLMEncoder.tiny()))
+
+
+def policy_latency(repeats: int) -> dict[str, float]:
+    """Seconds for one `get_action` of a tiny LDA policy on CPU: encoders, history, sampling, unnormalising."""
+    import tempfile
+
+    import numpy as np
+
+    from lda_bench.policy import LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY
+    from policies.checkpoint import CheckpointPolicy
+    from tasks.layout import ACTION_DIMS
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_checkpoint(Path(tmp) / "tiny.pt", checkpoint_payload(
-            config, build_model(config).state_dict(), normalizer, DinoEncoder.tiny(), VLMEncoder.tiny()))
-        policy = CheckpointPolicy(path)
+        policy = CheckpointPolicy(tiny_checkpoint(Path(tmp) / "tiny.pt"))
     rng = np.random.default_rng(0)
     obs = {VIDEO_KEY: rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
            LANGUAGE_KEY: "pick up the can, place it into the drawer and close the drawer"}
