@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
+from pathlib import Path
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -140,7 +142,76 @@ def bench_eval(task_name: str | None = None, max_steps: int = 60, episodes: int 
             "steady": 60 * min(workers, episodes) / statistics.mean(r.wall_time_s for r in records),
             "outcomes": [(r.trial, r.success, r.steps, r.first_success_step) for r in records]}
     return {"task": spec.name, "max_steps": max_steps, "action_steps": action_steps, "episodes": episodes,
-            "rows": rows, "throughput": throughput, "load": load, "cores": os.cpu_count()}
+            "rows": rows, "throughput": throughput, "load": load, "cores": os.cpu_count(),
+            "shared_model": bench_shared_model(spec.name, episodes, max_steps, action_steps)}
+
+
+def bench_shared_model(task: str, episodes: int, max_steps: int, action_steps: int, workers: int = 2) -> dict:
+    """A tiny LDA evaluated by `workers` workers each holding a copy, then by as many sharing one served copy
+    (`--serve`): episodes per hour end to end and in steady state, and the peak resident memory of each process
+    (workers, and the policy process)."""
+    import contextlib
+    import io
+    import tempfile
+
+    from lda_bench.evaluate import Serving, evaluate
+    from lda_bench.records import RecordStore
+    from model.bench import tiny_checkpoint
+
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        args = {"checkpoint": str(tiny_checkpoint(Path(tmp) / "tiny.pt"))}
+        for mode, serving in (("copies", None), ("served", Serving())):
+            with _ChildMemory() as memory, contextlib.redirect_stdout(io.StringIO()):
+                start = time.perf_counter()
+                evaluate("lda", args, tasks=[task], trials=episodes, workers=workers, action_steps=action_steps,
+                         max_steps=max_steps, out=f"{tmp}/{mode}", progress=False, serving=serving)
+                elapsed = time.perf_counter() - start
+            records = RecordStore(f"{tmp}/{mode}").read()
+            peaks = memory.peaks_mb()  # in start order: a served evaluation starts its policy process first
+            runs[mode] = {"end_to_end": 3600 * episodes / elapsed,
+                          "steady": 3600 * min(workers, episodes) / statistics.mean(r.wall_time_s for r in records),
+                          "outcomes": [(r.trial, r.success, r.steps, r.first_success_step) for r in records],
+                          "policy_mb": peaks[0] if serving else None, "worker_mb": max(peaks[1 if serving else 0:])}
+    return {"workers": workers, **runs}
+
+
+class _ChildMemory:
+    """The peak resident memory of each child process of this one, sampled from /proc while in use."""
+
+    def __init__(self, every_s: float = 0.2):
+        self.every_s, self._peaks, self._started = every_s, {}, {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _ChildMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def peaks_mb(self) -> list[float]:
+        """Each child's peak in MB, in the order they started (multiprocessing's resource tracker left out)."""
+        return [self._peaks[pid] / 1024 for pid in sorted(self._peaks, key=lambda pid: self._started[pid])]
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.every_s):
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)"
+                    if int(fields[1]) != os.getpid():
+                        continue
+                    if b"resource_tracker" in (stat.parent / "cmdline").read_bytes():
+                        continue
+                    status = (stat.parent / "status").read_text()
+                except (OSError, IndexError, ValueError):  # the process ended meanwhile
+                    continue
+                rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+                pid = int(stat.parent.name)
+                self._started.setdefault(pid, int(fields[19]))
+                self._peaks[pid] = max(self._peaks.get(pid, 0), rss)
 
 
 def print_eval_report(report: dict) -> None:
@@ -159,6 +230,16 @@ def print_eval_report(report: dict) -> None:
           f"speed-up {two['steady'] / one['steady']:.2f}x steady, {two['end_to_end'] / one['end_to_end']:.2f}x end to end.")
     print(f"Same outcomes with 1 and 2 workers: {'yes' if one['outcomes'] == two['outcomes'] else 'NO'}. "
           f"Load average before the run: {report['load']:.2f} on {report['cores']} cores.")
+    shared = report["shared_model"]
+    copies, served, n = shared["copies"], shared["served"], shared["workers"]
+    print(f"Tiny LDA, {n} workers, episodes per hour: each worker holding a copy {copies['steady']:.0f} steady / "
+          f"{copies['end_to_end']:.0f} end to end; sharing one served copy (--serve) {served['steady']:.0f} / "
+          f"{served['end_to_end']:.0f} ({served['steady'] / copies['steady']:.2f}x, "
+          f"{served['end_to_end'] / copies['end_to_end']:.2f}x).")
+    print(f"Peak resident memory: a worker holding a copy {copies['worker_mb']:.0f} MB ({n} of them: "
+          f"{n * copies['worker_mb']:.0f} MB); a served worker {served['worker_mb']:.0f} MB and the policy process "
+          f"{served['policy_mb']:.0f} MB ({n * served['worker_mb'] + served['policy_mb']:.0f} MB). "
+          f"Same outcomes: {'yes' if copies['outcomes'] == served['outcomes'] else 'NO'}.")
 
 
 def bench_demos(task_name: str | None = None, episodes: int = 8, max_steps: int = 120, image_size: int = 256,

@@ -139,13 +139,25 @@ def _policy_args(pairs: list[str] | None) -> dict[str, str]:
     return parsed
 
 
+def _serving(args):
+    """`--serve [--serve-device D] [--batch-window-ms MS]` -> the evaluation's Serving (None without --serve)."""
+    from lda_bench.evaluate import Serving
+
+    if not (args.serve or args.serve_device):
+        if args.batch_window_ms is not None:
+            raise UsageError("--batch-window-ms is the served policy's batching window: give --serve too")
+        return None
+    window = {} if args.batch_window_ms is None else {"batch_window_ms": args.batch_window_ms}
+    return Serving(device=args.serve_device, **window)
+
+
 def _eval(args) -> None:
     from lda_bench.evaluate import evaluate
 
     evaluate(args.policy, _policy_args(args.policy_arg), tasks=args.task, trials=args.trials, workers=args.workers,
              action_steps=args.action_steps, max_steps=args.max_steps, out=args.out, video=args.video,
              image_size=args.image_size, progress=not args.no_progress, policy_timeout_s=args.policy_timeout,
-             image_variant=args.image_variant, instances=args.instances)
+             image_variant=args.image_variant, instances=args.instances, serving=_serving(args))
 
 
 def _policies_list(args) -> None:
@@ -161,7 +173,7 @@ def _serve(args) -> None:
     from lda_bench.remote import serve
 
     serve(args.policy, _policy_args(args.policy_arg), host=args.host, port=args.port, api_token=args.api_token,
-          max_batch=args.max_batch)
+          max_batch=args.max_batch, batch_window_s=args.batch_window_ms / 1000)
 
 
 def _vlm_lr(args) -> float | None:
@@ -354,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     _instance_option(evaluation)
     evaluation.add_argument("--policy-timeout", type=float, metavar="SECONDS",
                             help="fail an episode whose policy takes longer than this for one call")
+    evaluation.add_argument("--serve", action="store_true",
+                            help="hold the policy once, in a policy process that answers every worker's requests "
+                                 "gathered into batches (one model for all workers), instead of once per worker")
+    evaluation.add_argument("--serve-device", metavar="DEVICE",
+                            help="the served policy's device, e.g. cuda:0 (implies --serve)")
+    evaluation.add_argument("--batch-window-ms", type=float, metavar="MS",
+                            help="with --serve: how long the policy process waits for more workers' requests "
+                                 "after the first before it acts (default 5; it acts at once when every worker "
+                                 "has asked)")
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluation.set_defaults(func=_eval)
 
@@ -367,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--api-token", help="refuse requests that do not carry this token")
     server.add_argument("--max-batch", type=int, default=64,
                         help="most environments one request may carry (default 64); a larger batch is refused")
+    server.add_argument("--batch-window-ms", type=float, default=0.0, metavar="MS",
+                        help="gather the requests of many clients (each naming its environments with "
+                             "options.env_ids) that arrive within MS of the first into one call (default 0: "
+                             "only those already waiting)")
     server.set_defaults(func=_serve)
 
     sweep = sub.add_parser("sweep", help="evaluate policies on tasks as submitit jobs, locally or on Slurm; "

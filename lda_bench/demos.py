@@ -165,10 +165,10 @@ _worker: dict[str, Any] = {}
 
 
 def _start_worker(settings: DemoSettings, parent_pid: int) -> None:
-    from lda_bench.evaluate import _exit_with_parent
+    from lda_bench.evaluate import _watch
 
     _worker["settings"] = settings
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=_watch, args=(parent_pid,), daemon=True).start()
 
 
 def _record_in_worker(item: tuple[str, int]) -> tuple[str, dict[str, Any]]:

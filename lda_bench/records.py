@@ -48,6 +48,12 @@ class EvalProtocol:
     scene_split: str = "eval"            # evaluations start from the evaluation split of scenes only
     instances: str = "A"                 # the object instances drawn: A (the 24 tasks) or B (held out)
     suite: str = SUITE_VERSION
+    serving: dict[str, Any] | None = None  # a served evaluation's batching window and device (None: per worker)
+
+
+# How the episodes were computed, not what they measure (a served evaluation records what a per-worker one
+# does): recorded, but never a reason to refuse a folder.
+UNCOMPARED_FIELDS = frozenset({"serving"})
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,8 @@ class RecordStore:
             return
         held = json.loads(path.read_text(encoding="utf-8"))
         differences = [f"{name} {held.get(name)!r} there, {value!r} here"
-                       for name, value in _run_protocol(protocol, policy, policy_args).items() if held.get(name) != value]
+                       for name, value in _run_protocol(protocol, policy, policy_args).items()
+                       if held.get(name) != value and name not in UNCOMPARED_FIELDS]
         if differences:
             raise ProtocolMismatchError(f"{self.run_dir} holds episodes of another protocol ({'; '.join(differences)}): "
                                         "results of different protocols are never mixed; choose another output folder")

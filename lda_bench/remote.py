@@ -22,8 +22,11 @@ Speaking GR00T's protocol means a GR00T server can be benchmarked as it is, and 
   answers a nested observation with bare names.
 
 `lda-bench serve` answers batches: a `BatchPolicy` (the model policies) acts for all B environments in one
-call; any other policy gets one instance per row. `reset` starts a new episode in every environment, or
-with `options["env_ids"]` (an lda-bench extension) only in those.
+call; any other policy gets one instance per environment. `reset` starts a new episode in every
+environment, or with `options["env_ids"]` (an lda-bench extension) only in those. N1.6's `get_action` may
+name its rows' environments the same way (`options["env_ids"]`; default 0 to B-1), so that many clients,
+each with environments of its own, share one policy: requests that arrive within the server's batching
+window are answered with one call of the policy (`lda-bench eval --serve` runs its workers so).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ import hmac
 import io
 import json
 import logging
+import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -172,25 +178,57 @@ def _gr1_modality_config() -> dict[str, Any]:
 
 # --- server -----------------------------------------------------------------------------------------
 
+@dataclass
+class _Request:
+    """A request as received: the routing frames its reply goes back with, and the decoded message (or, for
+    one that cannot be answered, the error reply it gets)."""
+
+    envelope: list[bytes]
+    message: Any = None
+    refusal: dict | None = None
+
+    @property
+    def endpoint(self) -> str | None:
+        return None if self.refusal else self.message.get("endpoint", "get_action")  # GR00T's default endpoint
+
+
+@dataclass
+class _Asked:
+    """A `get_action` request read: its environments' observations and ids, and the form to answer it in."""
+
+    request: _Request
+    observations: list[dict[str, Any]]
+    env_ids: list[int]
+    n16_layout: bool
+    nested: bool
+
+
 class PolicyServer:
     """Serves a local policy over GR00T's protocol to batches of up to `max_batch` environments.
 
-    A `BatchPolicy` answers a whole batch in one call. Any other policy acts for row 0; rows 1 and up get
-    instances of their own from `make_instance` (without it, only batches of one are served), each reset
-    with its environment. `port=0` binds a free port; the bound one is in `.port`. It answers both N1.5 and
-    N1.6 request layouts in kind, so either generation of GR00T client can drive it.
+    A `BatchPolicy` answers a whole batch in one call. Any other policy acts for environment 0; the others
+    get instances of their own from `make_instance` (without it, only batches of one are served), each reset
+    with its environment. Requests from many clients are gathered: those waiting, and those that arrive
+    within `batch_window_s` of the first, until they ask for `max_batch` environments; their environments
+    (distinct `options.env_ids`) are answered in one call. `port=0` binds a free port; the bound one is in
+    `.port`. It answers both N1.5 and N1.6 request layouts in kind, so either generation of GR00T client can
+    drive it.
     """
 
     def __init__(self, policy: Policy, host: str = "127.0.0.1", port: int = 5555, api_token: str | None = None,
-                 make_instance: Callable[[], Policy] | None = None, max_batch: int = MAX_BATCH):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1; got {max_batch}")
+                 make_instance: Callable[[], Policy] | None = None, max_batch: int = MAX_BATCH,
+                 batch_window_s: float = 0.0):
+        if max_batch < 1 or batch_window_s < 0:
+            raise ValueError(f"need max_batch >= 1 and batch_window_s >= 0; got {max_batch}, {batch_window_s}")
         self.policy, self.make_instance, self.max_batch = policy, make_instance, max_batch
-        self._rows = [policy]     # a policy that acts for one environment: its instance for each row
+        self.batch_window_s = batch_window_s
+        self._rows: dict[int, Policy] = {0: policy}  # a policy that acts for one environment: each one's instance
         self._episode = ("", "")  # (task, instruction) of the last reset of all: where a new row's instance starts
         self.api_token = api_token
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.REP)
+        # ROUTER, not REP: it holds many clients' requests at once, so that they can be answered as one batch.
+        # GR00T's clients (REQ sockets) cannot tell the difference.
+        self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
             self._socket.bind(f"tcp://{host}:{port or '*'}")
@@ -201,7 +239,7 @@ class PolicyServer:
         self.port = int(self.address.rsplit(":", 1)[1])
         self._running = False
         self._endpoints = {"ping": self._ping, "kill": self._kill, "reset": self._reset,
-                           "get_action": self._get_action, "get_modality_config": self._modality_config}
+                           "get_modality_config": self._modality_config}
 
     def serve_forever(self, poll_s: float = 0.1) -> None:
         """Answer requests until a `kill` request or `stop()`; then close the socket."""
@@ -209,7 +247,7 @@ class PolicyServer:
         try:
             while self._running:
                 if self._socket.poll(int(poll_s * 1000), zmq.POLLIN):
-                    self._socket.send(pack(self._answer(self._socket.recv())))
+                    self._answer(self._gather())
         finally:
             self.close()
 
@@ -222,25 +260,84 @@ class PolicyServer:
         if not self._context.closed:
             self._context.term()
 
-    def _answer(self, payload: bytes) -> Any:
-        """The reply to one request. A REP socket must answer every request, so failures become error replies."""
+    def _gather(self) -> list[_Request]:
+        """The requests waiting now, and those that come within the batching window after the first, until
+        they ask actions for `max_batch` environments."""
+        requests = [self._receive()]
+        deadline = time.monotonic() + self.batch_window_s
+        while sum(_rows_asked(request) for request in requests) < self.max_batch:
+            wait_ms = max(0, math.ceil(1000 * (deadline - time.monotonic())))
+            if not self._socket.poll(wait_ms, zmq.POLLIN):
+                break
+            requests.append(self._receive())
+        return requests
+
+    def _receive(self) -> _Request:
+        *envelope, payload = self._socket.recv_multipart()
+        request = _Request(envelope)
         try:
-            request = unpack(payload)
+            request.message = unpack(payload)
         except Exception as exc:  # noqa: BLE001 - whatever the bytes were, the client gets an answer
-            return {"error": f"undecodable request ({type(exc).__name__}: {exc})"}
-        if not isinstance(request, dict):
-            return {"error": f"a request is a map with an 'endpoint'; got {type(request).__name__}"}
-        if self.api_token is not None and not hmac.compare_digest(str(request.get("api_token", "")).encode(),
-                                                                  self.api_token.encode()):
-            return {"error": UNAUTHORIZED}
-        endpoint = request.get("endpoint", "get_action")  # GR00T's default endpoint
-        if endpoint not in self._endpoints:
-            return {"error": f"{UNKNOWN_ENDPOINT}: {endpoint}"}
+            request.refusal = {"error": f"undecodable request ({type(exc).__name__}: {exc})"}
+            return request
+        if not isinstance(request.message, dict):
+            request.refusal = {"error": f"a request is a map with an 'endpoint'; got {type(request.message).__name__}"}
+        elif self.api_token is not None and not hmac.compare_digest(
+                str(request.message.get("api_token", "")).encode(), self.api_token.encode()):
+            request.refusal = {"error": UNAUTHORIZED}
+        elif request.endpoint not in self._endpoints and request.endpoint != "get_action":
+            request.refusal = {"error": f"{UNKNOWN_ENDPOINT}: {request.endpoint}"}
+        return request
+
+    def _answer(self, requests: list[_Request]) -> None:
+        """Answer the requests in the order they came; consecutive `get_action`s whose environments differ
+        are acted on together. A client gets an answer whatever fails, so failures become error replies."""
+        batch: list[_Asked] = []
+        for request in requests:
+            if request.endpoint != "get_action":
+                self._act_on(batch)
+                batch = []
+                self._reply(request, request.refusal or self._call(request.endpoint, self._endpoints[request.endpoint],
+                                                                   request.message.get("data") or {}))
+                continue
+            try:
+                asked = self._read_get_action(request.message.get("data") or {}, request)
+            except Exception as exc:  # noqa: BLE001 - a bad request is refused by name, the others are answered
+                self._reply(request, _error_reply("get_action", exc))
+                continue
+            taken = {env_id for other in batch for env_id in other.env_ids}
+            if taken & set(asked.env_ids) or len(taken) + len(asked.env_ids) > self.max_batch:
+                self._act_on(batch)
+                batch = []
+            batch.append(asked)
+        self._act_on(batch)
+
+    def _act_on(self, batch: list[_Asked]) -> None:
+        """Act for every environment of the batch's requests in one call; answer each request its rows."""
+        if not batch:
+            return
+        observations = [obs for asked in batch for obs in asked.observations]
+        env_ids = [env_id for asked in batch for env_id in asked.env_ids]
         try:
-            return self._endpoints[endpoint](request.get("data") or {})
+            chunks = [validate_chunk(chunk) for chunk in self._act(observations, env_ids)]
+        except Exception as exc:  # noqa: BLE001 - every request of the batch learns why
+            for asked in batch:
+                self._reply(asked.request, _error_reply("get_action", exc))
+            return
+        start = 0
+        for asked in batch:
+            rows = chunks[start:start + len(asked.env_ids)]
+            start += len(rows)
+            self._reply(asked.request, self._call("get_action", lambda: _action_reply(rows, asked)))
+
+    def _reply(self, request: _Request, reply: Any) -> None:
+        self._socket.send_multipart([*request.envelope, pack(reply)])
+
+    def _call(self, endpoint: str, handler: Callable, *args: Any) -> Any:
+        try:
+            return handler(*args)
         except Exception as exc:  # noqa: BLE001 - reported to the client, logged here
-            log.exception("policy server: %s failed", endpoint)
-            return {"error": f"{type(exc).__name__}: {exc}"}
+            return _error_reply(endpoint, exc)
 
     def _ping(self, data: dict) -> dict:
         return {"status": "ok", "message": "Server is running"}
@@ -258,62 +355,102 @@ class PolicyServer:
         batch_policy = isinstance(self.policy, BatchPolicy)
         if env_ids is None:
             self._episode = (task, instruction)
-            for policy in [self.policy] if batch_policy else self._rows:
+            for policy in [self.policy] if batch_policy else self._rows.values():
                 policy.reset(task, instruction)
-        elif not (isinstance(env_ids, list) and all(isinstance(k, int) and 0 <= k < self.max_batch for k in env_ids)):
-            raise InvalidBatchError(f"options.env_ids must be a list of environment indices 0 to {self.max_batch - 1}; "
-                                    f"got {env_ids!r}")
         elif batch_policy:
-            self.policy.reset(task, instruction, env_ids=env_ids)
+            self.policy.reset(task, instruction, env_ids=self._env_ids(env_ids))
         else:
-            for env_id in env_ids:
+            for env_id in self._env_ids(env_ids):
                 self._row(env_id).reset(task, instruction)
         return {}
 
-    def _get_action(self, data: dict) -> Any:
+    def _read_get_action(self, data: dict, request: _Request) -> _Asked:
         n16_layout = "observation" in data
         observation = data["observation"] if n16_layout else data
         nested = isinstance(observation.get("video"), dict)
         observations = _unbatch_observation(_flat_observation(observation) if nested else observation, self.max_batch)
-        chunks = [validate_chunk(chunk) for chunk in self._act(observations)]
-        lengths = {len(chunk[CHUNK_KEYS[ACTION_KEYS[0]]]) for chunk in chunks}
-        if len(lengths) > 1:
-            raise InvalidChunkError(f"the environments' chunks have different lengths {sorted(lengths)}: "
-                                    "they cannot travel as one (B, K, D) array")
-        action = {key.removeprefix("action.") if nested else key:  # a bare policy's names for a nested request
-                  np.stack([chunk[key] for chunk in chunks]).astype(np.float32) for key in chunks[0]}
-        return [action, {}] if n16_layout else action
+        env_ids = ((data.get("options") or {}).get("env_ids") if n16_layout else None)
+        if env_ids is None:
+            env_ids = list(range(len(observations)))
+        elif len(self._env_ids(env_ids)) != len(observations):
+            raise InvalidBatchError(f"options.env_ids names {len(env_ids)} environment(s) for a batch of "
+                                    f"{len(observations)}")
+        return _Asked(request, observations, env_ids, n16_layout, nested)
 
-    def _act(self, observations: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
-        """Row k's observation -> its chunk: in one call of a batch policy, or by row k's instance."""
+    def _env_ids(self, env_ids: Any) -> list[int]:
+        """`options.env_ids`, checked: distinct environment indices below `max_batch`."""
+        if not (isinstance(env_ids, list) and all(isinstance(k, int) and 0 <= k < self.max_batch for k in env_ids)
+                and len(set(env_ids)) == len(env_ids)):
+            raise InvalidBatchError(f"options.env_ids must be a list of distinct environment indices 0 to "
+                                    f"{self.max_batch - 1}; got {env_ids!r}")
+        return env_ids
+
+    def _act(self, observations: list[dict[str, Any]], env_ids: list[int]) -> list[dict[str, np.ndarray]]:
+        """Environment `env_ids[i]`'s observation -> its chunk: in one call of a batch policy, or by its instance."""
         if isinstance(self.policy, BatchPolicy):
-            return self.policy.get_action_batch(observations, list(range(len(observations))))
-        rows = [self._row(env_id) for env_id in range(len(observations))]  # all of them before any acts
+            return self.policy.get_action_batch(observations, env_ids)
+        rows = [self._row(env_id) for env_id in env_ids]  # all of them before any acts
         return [row.get_action(obs) for row, obs in zip(rows, observations)]
 
     def _row(self, env_id: int) -> Policy:
         """The instance acting for environment `env_id`, of a policy that acts for one environment."""
-        while len(self._rows) <= env_id:
+        if env_id not in self._rows:
             if self.make_instance is None:
                 raise InvalidBatchError("this server holds one instance of a policy that acts for one environment: "
                                         "it serves batches of one (serve the policy by name to serve batches)")
             instance = self.make_instance()
             instance.reset(*self._episode)
-            self._rows.append(instance)
+            self._rows[env_id] = instance
         return self._rows[env_id]
 
     def _modality_config(self, data: dict) -> dict:
         return _gr1_modality_config()
 
 
+def _rows_asked(request: _Request) -> int:
+    """How many environments a request asks actions for (0 for other endpoints; 1 for an unreadable batch)."""
+    if request.endpoint != "get_action":
+        return 0
+    data = request.message.get("data")
+    observation = data.get("observation", data) if isinstance(data, dict) else None
+    if not isinstance(observation, dict):
+        return 1
+    nested = observation.get("video")
+    video = nested.get("ego_view") if isinstance(nested, dict) else observation.get(VIDEO_KEY)
+    return len(video) if isinstance(video, np.ndarray) and video.ndim > 0 else 1
+
+
+def _action_reply(chunks: list[dict[str, np.ndarray]], asked: _Asked) -> Any:
+    """A request's chunks as GR00T's (B, K, D) arrays, named and wrapped in the form it was asked in."""
+    lengths = {len(chunk[CHUNK_KEYS[ACTION_KEYS[0]]]) for chunk in chunks}
+    if len(lengths) > 1:
+        raise InvalidChunkError(f"the environments' chunks have different lengths {sorted(lengths)}: "
+                                "they cannot travel as one (B, K, D) array")
+    action = {key.removeprefix("action.") if asked.nested else key:  # a bare policy's names for a nested request
+              np.stack([chunk[key] for chunk in chunks]).astype(np.float32) for key in chunks[0]}
+    return [action, {}] if asked.n16_layout else action
+
+
+def _error_reply(endpoint: str, exc: Exception) -> dict:
+    log.error("policy server: %s failed", endpoint, exc_info=exc)
+    return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def policy_server(policy_name: str, policy_kwargs: dict[str, Any], host: str = "127.0.0.1", port: int = 5555,
+                  api_token: str | None = None, max_batch: int = MAX_BATCH, batch_window_s: float = 0.0) -> PolicyServer:
+    """A server of a registered policy: a policy that acts for one environment gets an instance per environment."""
+    make_instance = lambda: make_policy(policy_name, **policy_kwargs)  # noqa: E731
+    return PolicyServer(make_instance(), host, port, api_token, make_instance=make_instance, max_batch=max_batch,
+                        batch_window_s=batch_window_s)
+
+
 def serve(policy_name: str, policy_kwargs: dict[str, Any], host: str = "127.0.0.1", port: int = 5555,
-          api_token: str | None = None, max_batch: int = MAX_BATCH) -> None:
+          api_token: str | None = None, max_batch: int = MAX_BATCH, batch_window_s: float = 0.0) -> None:
     """Build a registered policy and serve it until a client sends `kill` (or Ctrl-C).
 
     Prints one line with the bound address when ready (with `port=0`, the port chosen).
     """
-    make_instance = lambda: make_policy(policy_name, **policy_kwargs)  # noqa: E731
-    server = PolicyServer(make_instance(), host, port, api_token, make_instance=make_instance, max_batch=max_batch)
+    server = policy_server(policy_name, policy_kwargs, host, port, api_token, max_batch, batch_window_s)
     print(f"serving policy {policy_name!r} on {server.address}", flush=True)
     try:
         server.serve_forever()
@@ -335,17 +472,21 @@ class RemoteTimeoutError(RemotePolicyError, TimeoutError):
 class RemotePolicy:
     """Client of a GR00T-protocol policy server; one instance per environment.
 
-    Every request waits at most `timeout_s` for its reply and is sent up to `retries` more times after a
+    `env_id` is the environment this client acts for on a server that serves many (`lda-bench serve`'s
+    `options.env_ids`, see the module docstring): its resets and actions are that environment's, so that
+    clients with distinct ids share one served model. Without it, the server's environment 0 acts, and a
+    reset starts a new episode in every environment. Every request waits at most `timeout_s` for its reply and is sent up to `retries` more times after a
     time-out, so a call gives up after (retries + 1) * timeout_s. A retried `get_action` may reach a server
     that did receive the first one: with a stateful policy that skips one chunk.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, timeout_s: float = 30.0,
-                 api_token: str | None = None, retries: int = 2):
-        if timeout_s <= 0 or retries < 0:
-            raise ValueError(f"need timeout_s > 0 and retries >= 0; got {timeout_s}, {retries}")
+                 api_token: str | None = None, retries: int = 2, env_id: int | None = None):
+        if timeout_s <= 0 or retries < 0 or (env_id is not None and env_id < 0):
+            raise ValueError(f"need timeout_s > 0, retries >= 0 and env_id >= 0; got {timeout_s}, {retries}, {env_id}")
         self.address = f"tcp://{host}:{port}"
         self.timeout_s, self.api_token, self.retries = timeout_s, api_token, retries
+        self._env_ids = None if env_id is None else [env_id]
         self._context = zmq.Context()
         self._socket = self._connect()
         self._server_has_reset: bool | None = None
@@ -357,8 +498,9 @@ class RemotePolicy:
         between episodes, so the reset is simply skipped. The answer also tells which `get_action` request
         layout the server expects (N1.5 or N1.6, see the module docstring).
         """
+        options = {"task": task, "instruction": instruction}
         try:
-            self.call("reset", {"options": {"task": task, "instruction": instruction}})
+            self.call("reset", {"options": options if self._env_ids is None else {**options, "env_ids": self._env_ids}})
             self._server_has_reset = True
         except RemotePolicyError as exc:
             if UNKNOWN_ENDPOINT not in str(exc):
@@ -370,7 +512,8 @@ class RemotePolicy:
             raise RuntimeError("call reset(task, instruction) before get_action: it tells which request "
                                "layout the server speaks")
         observation = _batch_observation(obs)
-        data = {"observation": observation, "options": None} if self._server_has_reset else observation
+        options = None if self._env_ids is None else {"env_ids": self._env_ids}
+        data = {"observation": observation, "options": options} if self._server_has_reset else observation
         return self._chunk_from_reply(self.call("get_action", data))
 
     def ping(self) -> bool:

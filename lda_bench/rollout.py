@@ -29,10 +29,12 @@ TRACEBACK_FRAMES = 4
 
 def run_episode(env, policy: Policy, task_spec: TaskSpec, trial: int, seed: int, action_steps: int, max_steps: int,
                 *, policy_name: str, policy_args: dict[str, Any] | None = None,
-                policy_timeout_s: float | None = None, video_path: Path | str | None = None) -> EpisodeRecord:
+                policy_timeout_s: float | None = None, video_path: Path | str | None = None,
+                serving: dict[str, Any] | None = None) -> EpisodeRecord:
     """Run trial `trial` of a task from scene `seed` and describe how it went.
 
-    `policy_timeout_s` bounds every call into the policy. With `video_path`, the episode is rendered at
+    `policy_timeout_s` bounds every call into the policy. `serving` says how a served policy was hosted (the
+    record's protocol carries it). With `video_path`, the episode is rendered at
     every control step (20 fps) instead of once per chunk and written there as an mp4; the physics, and
     so the record, are the same either way.
     """
@@ -67,7 +69,8 @@ def run_episode(env, policy: Policy, task_spec: TaskSpec, trial: int, seed: int,
     height, width = env.image_hw
     protocol = EvalProtocol(max_steps=max_steps, action_steps=action_steps,
                             image_size=height if height == width else [height, width],
-                            image_variant=env.image_variant, scene_split=env.scene_split, instances=env.instances)
+                            image_variant=env.image_variant, scene_split=env.scene_split, instances=env.instances,
+                            serving=serving)
     return EpisodeRecord(policy=policy_name, policy_args=dict(policy_args or {}), task=task_spec.name, trial=trial,
                          seed=seed, success=success, first_success_step=first_success_step, steps=steps,
                          wall_time_s=wall_time_s, error=error, instruction=instruction, protocol=asdict(protocol),

@@ -19,6 +19,8 @@ import os
 import statistics
 import time
 
+from pathlib import Path
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -140,20 +142,14 @@ def chunk_call(name: str, device: str = "cpu"):
     return call
 
 
-def policy_call(name: str):
-    """One `get_action` of a tiny preset's policy on the CPU, as a call: frame encoder, VLM, history, sampling,
-    unnormalising. None for a preset that the tiny random encoders do not fit (`tiny-vision` reads the encoder
+def tiny_checkpoint(path: Path | str, name: str = "tiny") -> Path | None:
+    """A checkpoint of a tiny preset (initial weights, unit statistics, the tiny random encoders) to act with
+    in CPU benchmarks. None for a preset that those encoders do not fit (`tiny-vision` reads the encoder
     pretrained here)."""
-    import tempfile
-    from pathlib import Path
-
     import numpy as np
 
-    from lda_bench.policy import LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY
     from model.data import Normalizer
     from model.train import TrainConfig, _encoders, checkpoint_payload, save_checkpoint
-    from policies.checkpoint import CheckpointPolicy
-    from tasks.layout import ACTION_DIMS
 
     config = get_config(name)
     try:
@@ -162,9 +158,24 @@ def policy_call(name: str):
         return None
     normalizer = Normalizer(np.zeros(config.action_dim, np.float32), np.ones(config.action_dim, np.float32),
                             np.zeros(config.dino_dim, np.float32), np.ones(config.dino_dim, np.float32))
+    return save_checkpoint(path, checkpoint_payload(config, build_model(config).state_dict(), normalizer, frames, vlm))
+
+
+def policy_call(name: str):
+    """One `get_action` of a tiny preset's policy on the CPU, as a call: frame encoder, VLM, history, sampling,
+    unnormalising. None where `tiny_checkpoint` is."""
+    import tempfile
+
+    import numpy as np
+
+    from lda_bench.policy import LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY
+    from policies.checkpoint import CheckpointPolicy
+    from tasks.layout import ACTION_DIMS
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_checkpoint(Path(tmp) / "tiny.pt", checkpoint_payload(
-            config, build_model(config).state_dict(), normalizer, frames, vlm))
+        path = tiny_checkpoint(Path(tmp) / "tiny.pt", name)
+        if path is None:
+            return None
         policy = CheckpointPolicy(path)
     rng = np.random.default_rng(0)
     obs = {VIDEO_KEY: rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),

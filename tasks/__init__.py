@@ -35,4 +35,18 @@ def make(task: str, **kwargs):
     return _gym.make(get_task(task).gym_id, **kwargs)
 
 
-__all__ = ["make", "TASKS", "TaskSpec", "UnknownTaskError", "get_task", "resolve_tasks", "MAX_EPISODE_STEPS"]
+
+def make_vec(task: str, num_envs: int, **kwargs):
+    """`gymnasium.make_vec` of a task by any name: `num_envs` environments in spawned processes (one EGL
+    context each; a fork would copy this process's). `reset(seed=[s0, s1, ...])` gives environment k the scene
+    of seed s_k, as `reset(seed=s_k)` of one environment does: the evaluation's trial s_k.
+
+    Observations are not passed through shared memory: gymnasium (1.x) reads a `Text` observation, the
+    instruction, from shared memory once, when the vector env is made, so every step would show that one.
+    """
+    vector_kwargs = {"context": "spawn", "shared_memory": False, **kwargs.pop("vector_kwargs", {})}
+    return _gym.make_vec(get_task(task).gym_id, num_envs=num_envs, vectorization_mode="async",
+                         vector_kwargs=vector_kwargs, **kwargs)
+
+
+__all__ = ["make", "make_vec", "TASKS", "TaskSpec", "UnknownTaskError", "get_task", "resolve_tasks", "MAX_EPISODE_STEPS"]

@@ -258,7 +258,7 @@ def test_a_server_of_one_instance_says_it_serves_batches_of_one_and_bad_env_ids_
         refused = ask("get_action", gr00t_observation([observation(env, 0) for env in range(2)], "n1.5"))
         assert "serves batches of one (serve the policy by name to serve batches)" in refused["error"]
         refused = ask("reset", {"options": {"env_ids": [0, 4]}})
-        assert "options.env_ids must be a list of environment indices 0 to 3; got [0, 4]" in refused["error"]
+        assert "options.env_ids must be a list of distinct environment indices 0 to 3; got [0, 4]" in refused["error"]
         assert ask("ping") == {"status": "ok", "message": "Server is running"}
 
 

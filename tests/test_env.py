@@ -192,3 +192,33 @@ def test_unknown_backend_and_missing_upstream_are_explained():
         pass
     with pytest.raises(ImportError, match="robocasa-gr1-tabletop-tasks"):
         tasks.make("PnP Can To Drawer Close", backend="robocasa")
+
+
+def test_a_vector_env_of_spawned_processes_gives_each_environment_its_seeds_scene_and_steps_a_batch():
+    """`tasks.make_vec` (gymnasium.make_vec, async, spawned workers): environment k shows seed k's scene, as
+    one environment's reset(seed=k) does, with its instruction; a batched action steps them all."""
+    from lda_bench.policy import make_policy
+
+    task = "PnP Novel From Plate To Bowl"  # the object, and so the instruction, is drawn per seed
+    envs = tasks.make_vec(task, num_envs=2, image_size=64)
+    try:
+        obs, info = envs.reset(seed=[0, 1])
+        alone = GR1TabletopEnv(task, image_size=64)
+        for k in range(2):
+            single, single_info = alone.reset(seed=k)
+            assert info["seed"][k] == k and info["instruction"][k] == single_info["instruction"]
+            assert obs["annotation.human.coarse_action"][k] == single_info["instruction"]
+            np.testing.assert_array_equal(obs["video.ego_view"][k], single["video.ego_view"])
+            np.testing.assert_array_equal(obs["state.left_arm"][k], single["state.left_arm"])
+        alone.close()
+        instructions = list(obs["annotation.human.coarse_action"])
+        policies = [make_policy("hold") for _ in range(2)]  # one per environment, as a batch policy's rows
+        for _ in range(2):
+            chunks = [policy.get_action({key: value[k] for key, value in obs.items()})
+                      for k, policy in enumerate(policies)]
+            action = {key: np.stack([chunk[key][0] for chunk in chunks]) for key in chunks[0]}
+            obs, reward, terminated, truncated, info = envs.step(action)
+        assert obs["state.waist"].shape == (2, ACTION_DIMS["waist"]) and not terminated.any() and not truncated.any()
+        assert list(obs["annotation.human.coarse_action"]) == instructions  # each step shows its instruction
+    finally:
+        envs.close()

@@ -102,9 +102,16 @@ def test_the_first_run_fixes_the_protocol_and_the_same_one_is_accepted_again(tmp
     RecordStore(tmp_path).claim(PROTOCOL, "random", {"seed": 1})
     held = json.loads((tmp_path / "protocol.json").read_text())
     assert held == {"max_steps": 720, "action_steps": 8, "image_size": 224, "image_variant": "bg_crop_pad",
-                    "scene_split": "eval", "instances": "A", "suite": SUITE_VERSION,
+                    "scene_split": "eval", "instances": "A", "suite": SUITE_VERSION, "serving": None,
                     "policy": "random", "policy_args": {"seed": 1}}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary file left behind"
+
+
+def test_a_served_run_joins_a_folder_of_per_worker_episodes(tmp_path):
+    """Serving changes how actions are computed, not what is measured: the folder takes both."""
+    RecordStore(tmp_path).claim(PROTOCOL, "random", {"seed": 1})
+    RecordStore(tmp_path).claim(replace(PROTOCOL, serving={"batch_window_ms": 5.0, "device": None}), "random",
+                                {"seed": 1})
 
 
 @pytest.mark.parametrize("protocol, policy, args, named", [
