@@ -276,9 +276,10 @@ class ShardJob(submitit.helpers.Checkpointable):
                 "errors": sum(r.error is not None for r in records)}
 
 
-def job_setup() -> list[str]:
-    """Shell lines each job starts with: one thread per simulation, headless rendering, this checkout importable."""
-    variables = {**WORKER_ENVIRONMENT, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+def job_setup(threads: int = 1) -> list[str]:
+    """Shell lines each job starts with: as many threads as the job has cores (one per simulation in evaluation
+    jobs), headless rendering, this checkout importable."""
+    variables = {**{name: str(threads) for name in WORKER_ENVIRONMENT}, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())
     return [f"export {exports}", f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
@@ -298,8 +299,10 @@ def make_executor(kind: str, out: Path, profile: ClusterProfile | None = None) -
     if kind == "debug":
         return submitit.DebugExecutor(folder=folder)
     executor = submitit.AutoExecutor(folder=folder, cluster=kind)
-    executor.update_parameters(name="lda-bench-sweep", slurm_setup=job_setup(), local_setup=job_setup(),
-                               **resolve_profile(kind, profile).executor_parameters())
+    profile = resolve_profile(kind, profile)
+    setup = job_setup(profile.cpus_per_task)
+    executor.update_parameters(name="lda-bench-sweep", slurm_setup=setup, local_setup=setup,
+                               **profile.executor_parameters())
     return executor
 
 

@@ -227,3 +227,12 @@ def test_a_sweeps_picture_and_instances_reach_its_jobs_and_survive_a_reload(tmp_
     records = RecordStore(tmp_path / sweep.policies[0].folder).read()
     assert len(records) == 2
     assert {(r.protocol["image_variant"], r.protocol["instances"]) for r in records} == {("pad", "B")}
+
+
+def test_a_job_gets_as_many_threads_as_its_profile_gives_it_cores(tmp_path):
+    from lda_bench.sweep import ClusterProfile, make_executor
+
+    evaluation = make_executor("local", tmp_path / "a")
+    training = make_executor("local", tmp_path / "b", ClusterProfile(cpus_per_task=2, array_parallelism=1))
+    assert "OMP_NUM_THREADS=1" in evaluation._executor.parameters["setup"][0]
+    assert "OMP_NUM_THREADS=2" in training._executor.parameters["setup"][0]
