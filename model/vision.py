@@ -5,7 +5,8 @@ frozen patch features. A random tiny ViT tells the network little about where th
 trained on its features barely beats holding the last action), so this module teaches a DINOv3 ViT of our
 own size what the simulator knows: from each egoview frame of the demonstrations it regresses the
 `observation.environment_state` recorded beside it (`tasks/env.py::ENVIRONMENT_STATE`: the object's position
-and heading, its target's position, how far the fixture is open, both hands' positions). The head is one
+and heading, its target's position, how far the fixture is open, both hands' positions, all relative to the
+robot's base, which carries the camera). The head is one
 linear map over all patch tokens, so the patch tokens themselves must say where things are, and those are
 what LDA reads. Only the demonstrations' training-split scenes are seen; the simulator state is a training
 target here and never an input of any policy.

@@ -104,16 +104,19 @@ class GR1TabletopEnv(gym.Env):
         """What the simulator knows and the camera should show, for teaching a vision encoder where things are
         (`ENVIRONMENT_STATE` names the 15 values): the task object's position and heading, its target's (the
         container, or the fixture) position, how far the fixture is open (0 for the novel tasks), and where
-        the two hands are. Never an input of a policy."""
+        the two hands are. Positions are relative to the robot's base, which carries the head camera: the
+        novel tasks jitter the base by up to 5 cm, which no egocentric picture shows in world coordinates.
+        Never an input of a policy."""
         d = self._data
         obj = self.scene.bodies[self.sample.object_body]
         target = self.scene.bodies["fixture" if self.spec_.fixture else "target"]
         xmat = d.xmat[obj.body_id].reshape(3, 3)
         heading = np.arctan2(xmat[1, 0], xmat[0, 0])
         opening = success.door_state(self.scene) if self.spec_.fixture else 0.0
-        hands = d.site_xpos[self.scene.hand_site_ids]
-        return np.concatenate([d.xpos[obj.body_id], [np.cos(heading), np.sin(heading)], d.xpos[target.body_id],
-                               [opening], hands[0], hands[1]]).astype(np.float32)
+        base = np.asarray(self.sample.robot_base)
+        hands = d.site_xpos[self.scene.hand_site_ids] - base
+        return np.concatenate([d.xpos[obj.body_id] - base, [np.cos(heading), np.sin(heading)],
+                               d.xpos[target.body_id] - base, [opening], hands[0], hands[1]]).astype(np.float32)
 
     def _observation(self) -> dict:
         obs = images.deliver(self._render_frame(), self.image_variant, self.image_hw[0])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,3 +26,20 @@ def make_observation(seed: int = 0, size: int = 16) -> dict[str, Any]:
     for part, key in STATE_KEYS.items():
         obs[key] = rng.uniform(-1.0, 1.0, ACTION_DIMS[part]).astype(np.float32).astype(np.float64)
     return obs
+
+
+@contextmanager
+def served(policy, **kwargs) -> Iterator:
+    """A PolicyServer on a free loopback port, answering from a thread until the test ends (keyword arguments
+    go to PolicyServer: api_token, make_instance, max_batch, ...)."""
+    from lda_bench.remote import PolicyServer
+
+    server = PolicyServer(policy, port=0, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_s": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "the policy server did not stop"

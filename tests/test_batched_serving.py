@@ -8,7 +8,6 @@ import re
 import select
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +22,10 @@ import policies.gr00t  # noqa: E402,F401  (registers the GR00T family before the
 import policies.lda  # noqa: E402,F401
 import policies.uwm  # noqa: E402,F401  (and the UWM family)
 from lda_bench.policy import CHUNK_KEYS, LANGUAGE_KEY, STATE_KEYS, VIDEO_KEY, make_policy  # noqa: E402
-from lda_bench.remote import PolicyServer, pack, unpack  # noqa: E402
+from lda_bench.remote import pack, unpack  # noqa: E402
 from model.config import build_model, get_config  # noqa: E402
 from model_helpers import moved, saved_checkpoint, small_config  # noqa: E402
-from policy_helpers import make_observation  # noqa: E402
+from policy_helpers import make_observation, served  # noqa: E402
 from tasks.layout import ACTION_DIMS, ACTION_KEYS  # noqa: E402
 
 REPO = Path(__file__).parents[1]
@@ -95,20 +94,6 @@ def test_each_environment_of_a_batch_acts_as_it_would_alone(checkpoint, name):
 
 
 # --- the server ---------------------------------------------------------------------------------------
-
-@contextmanager
-def served(policy, **kwargs) -> Iterator[PolicyServer]:
-    """A PolicyServer on a free loopback port, answering from a thread until the test ends."""
-    server = PolicyServer(policy, port=0, **kwargs)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_s": 0.01}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(timeout=5)
-        assert not thread.is_alive(), "the policy server did not stop"
-
 
 @contextmanager
 def gr00t_client(address: str) -> Iterator:

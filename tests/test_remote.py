@@ -21,25 +21,11 @@ import zmq
 from lda_bench.policy import CHUNK_KEYS, STATE_KEYS, make_policy
 from lda_bench.remote import (PolicyServer, RemotePolicy, RemotePolicyError, RemoteTimeoutError, pack,
                               unpack)
-from policy_helpers import INSTRUCTION, make_observation
+from policy_helpers import INSTRUCTION, make_observation, served
 from tasks.layout import ACTION_DIMS, ACTION_KEYS
 
 REPO = Path(__file__).parents[1]
 TASK = "PnP Can To Drawer Close"
-
-
-@contextmanager
-def served(policy, api_token: str | None = None) -> Iterator[PolicyServer]:
-    """A PolicyServer on a free port, answering from a thread until the test ends."""
-    server = PolicyServer(policy, port=0, api_token=api_token)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_s": 0.01}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(timeout=5)
-        assert not thread.is_alive(), "the policy server did not stop"
 
 
 @contextmanager
