@@ -217,8 +217,7 @@ def evaluate(model: FlowTransformer, samples: LDASamples, count: int = 128, batc
     dynamics and visual forecasting; and, as yardsticks, the errors of holding the last action (in a
     relative action space its reference, the zero chunk) and of predicting an unchanged frame. Each error
     averages over the samples whose data role trains its objective (ERROR_OBJECTIVE); an error no sample
-    qualifies for is left out. Samples of a live VLM
-    (`vlm_id` None) are encoded by `vlm`, in eval mode."""
+    qualifies for is left out. Samples of a live VLM (`vlm_id` None) are encoded by `vlm`, in eval mode."""
     modes = [(m, m.training) for m in (model, vlm) if m is not None]
     for m, _ in modes:
         m.eval()
