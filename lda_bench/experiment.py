@@ -75,6 +75,7 @@ class TrainedPolicy:
     batch_size: int
     lr: float | None = None
     keep_every: int | None = None   # also keep the checkpoint every N steps (train/<name>/checkpoints/)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # preset fields, e.g. action_space: relative
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,11 @@ class Experiment:
     train_profile: str | None = None    # of the training jobs, when they need other resources (GPUs)
 
     def resolved(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        for policy in values["train"]:  # unset, as in folders recorded before it existed
+            if not policy["model_overrides"]:
+                del policy["model_overrides"]
+        return values
 
 
 # ---- the file ---------------------------------------------------------------------------------------------------
@@ -158,6 +163,10 @@ def _experiment(data: Any, path: Path) -> Experiment:
             config = get_config(policy.preset)
         except KeyError as exc:
             raise fail(f"train[{i}].preset: {exc.args[0]}") from exc
+        try:
+            config = config.with_(**policy.model_overrides)
+        except (TypeError, ValueError) as exc:
+            raise fail(f"train[{i}].model_overrides: {exc}") from exc
         if experiment.encoder and config.image_size != experiment.encoder.image_size:
             raise fail(f"train[{i}].preset {policy.preset!r} reads {config.image_size}-pixel images; the encoder is "
                        f"pretrained at {experiment.encoder.image_size} (use a preset made for it, such as tiny-vision)")
@@ -226,7 +235,8 @@ def _wanted(key: str, annotation: str, value: Any) -> str | None:
     if annotation.startswith("str"):
         return None if isinstance(value, str) and value else "a non-empty string"
     if annotation.startswith("dict"):
-        return None if isinstance(value, dict) else "a mapping of policy arguments"
+        what = "model configuration fields" if key == "model_overrides" else "policy arguments"
+        return None if isinstance(value, dict) else f"a mapping of {what}"
     return None  # nested sections and lists are checked by their own rules
 
 
@@ -361,7 +371,7 @@ def train_policy(experiment: Experiment, policy: TrainedPolicy, out: Path) -> No
     run = out / "train" / policy.name
     train(TrainConfig.load(policy.preset, data=[str(_dataset(out, experiment, t)) for t in experiment.tasks],
                            out=str(run), steps=policy.steps, batch_size=policy.batch_size, lr=policy.lr,
-                           keep_every=policy.keep_every,
+                           keep_every=policy.keep_every, model_overrides=policy.model_overrides or None,
                            dino=str(out / "encoder") if experiment.encoder else None))
     (run / "done.json").write_text(json.dumps({"steps": policy.steps, "checkpoint": str(_checkpoint(out, policy))}))
 

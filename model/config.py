@@ -22,6 +22,11 @@ Rates for the 20 Hz RoboCasa-GR1 tasks. The paper samples the visual stream at a
   frame it was trained with.
 - past actions: the ``history`` actions commanded just before t (t-2, t-1). With absolute joint targets
   they carry the commanded velocity that the state alone does not.
+- ``action_space``: the chunk the network generates is "absolute" (a[t:t+K], normalised by the actions'
+  per-dimension mean and std) or "relative" (a[t:t+K] minus the last action commanded before t, divided by
+  the per-dimension scale of those differences; GR00T-N1.6 acts so for its arms). In relative space
+  holding still is the zero prediction, so training spends itself on the motion rather than on re-deriving
+  the current joint targets. Past actions and state are absolute in both (model/data.py).
 - VLM tokens are encoded every ``vlm_stride`` = 8 frames, and a sample reads the latest encoded frame at or
   before t (at most 0.35 s old; a policy executing 8 steps per call sees the same). Qwen3-VL-4B tokens are
   2560 wide, about 0.4 MB per frame in float16: for every frame of GR00T's 24 x 1000 demonstrations that
@@ -39,6 +44,7 @@ from tasks.layout import ACTION_DIM
 # The four objectives of the unified world model, in the order of the task embedding table.
 OBJECTIVES = ("policy", "forward_dynamics", "inverse_dynamics", "visual_forecasting")
 POLICY, FORWARD, INVERSE, FORECAST = range(4)
+ACTION_SPACES = ("absolute", "relative")  # what the generated action chunk is (ModelConfig.action_space)
 ACTION_TARGET = (POLICY, INVERSE)   # objectives whose noised target is the action chunk
 VISUAL_TARGET = (FORWARD, FORECAST)  # objectives whose noised target is the future frame's features
 
@@ -59,6 +65,7 @@ class ModelConfig:
     state_dim: int = 2 * ACTION_DIM  # sin and cos of each joint position
     action_chunk: int = 16
     history: int = 2
+    action_space: str = "absolute"   # "absolute" or "relative" chunks (see the module docstring)
     # Frozen encoders' outputs: the frame encoder's grid and width (DINO patches; VAE latents for UWM), VLM
     # token width.
     image_size: int = 224
@@ -89,6 +96,13 @@ class ModelConfig:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.history < 1 or self.action_chunk < 1:
             raise ValueError("history and action_chunk must be >= 1")
+        if self.action_space not in ACTION_SPACES:
+            raise ValueError(f"action_space must be 'absolute' or 'relative'; got {self.action_space!r}")
+
+    @property
+    def relative(self) -> bool:
+        """Whether the network generates relative action chunks (`action_space`)."""
+        return self.action_space == "relative"
 
     @property
     def patches(self) -> int:
@@ -251,4 +265,5 @@ def build_model(config: ModelConfig):
 
 
 __all__ = ["ModelConfig", "LDAConfig", "GR00TConfig", "UWMConfig", "PRESETS", "get_config", "config_from_dict",
-           "build_model", "OBJECTIVES", "POLICY", "FORWARD", "INVERSE", "FORECAST", "ACTION_TARGET", "VISUAL_TARGET"]
+           "build_model", "OBJECTIVES", "ACTION_SPACES", "POLICY", "FORWARD", "INVERSE", "FORECAST", "ACTION_TARGET",
+           "VISUAL_TARGET"]

@@ -7,7 +7,9 @@ A sample is anchored at frame t of an episode (see model/config.py for the rates
 history frames t - (H-1)*stride .. t, the future frame t + future_offset, the action chunk a[t : t+K],
 the past actions a[t-H : t], the state at t as sin/cos of its joints, and the VLM tokens of frame t with
 the episode's instruction. Indices past either end of the episode are clamped: the robot holds its last
-target after the end, and the first frame stands in for frames before the start.
+target after the end, and the first frame stands in for frames before the start. In a relative action
+space (`ModelConfig.action_space`) the chunk is taken relative to `action_reference`, a[t-1] (at t = 0 the
+joints, as the policy has them); past actions and state stay absolute.
 
 When the VLM trains (finetuning with it unfrozen), its tokens change with every step, so a sample carries
 what the VLM reads in their place, the frame and the instruction, for the training step to encode.
@@ -89,32 +91,60 @@ def split_episodes(episodes: list[Episode], holdout: float, seed: int = 0) -> tu
     return [e for i, e in enumerate(episodes) if i not in held], [e for i, e in enumerate(episodes) if i in held]
 
 
+def action_reference(episode: Episode, t: int | np.ndarray) -> np.ndarray:
+    """The absolute action a relative chunk anchored at t is relative to: the last action commanded before
+    t, a[t-1]; at the episode's start, where none has been commanded yet, the joints at t = 0, which is what
+    the policy has in its place at its first call (policies/checkpoint.py). Takes one anchor or an array."""
+    t = np.asarray(t)
+    return np.where((t > 0)[..., None], episode.actions[np.maximum(t - 1, 0)], episode.joints[0])
+
+
 @dataclass
 class Normalizer:
-    """Per-dimension mean and std of the actions and of the DINO features; kept in every checkpoint."""
+    """Per-dimension statistics of the actions and of the DINO features; kept in every checkpoint.
+
+    `relative_std` is set for a network that generates relative action chunks (`ModelConfig.action_space`):
+    the per-dimension scale of a chunk's steps minus their reference (`action_reference`). `chunk` and
+    `unchunk` map a chunk between absolute radians and the network's space, whichever it is."""
 
     action_mean: np.ndarray
     action_std: np.ndarray
     visual_mean: np.ndarray
     visual_std: np.ndarray
+    relative_std: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, episodes: list[Episode], visual: np.ndarray, action_keys: tuple[str, ...] = ACTION_KEYS) -> Normalizer:
+    def fit(cls, episodes: list[Episode], visual: np.ndarray, action_keys: tuple[str, ...] = ACTION_KEYS,
+            relative_chunk: int | None = None) -> Normalizer:
         """Action statistics from meta/stats.json when every dataset has them, else from the episodes;
-        visual statistics from a sample of cached features (N, D)."""
+        visual statistics from a sample of cached features (N, D); with `relative_chunk` (the chunk length of
+        a relative action space), the relative chunks' scale from the episodes."""
         mean, std = _stats_json(episodes, action_keys)
         if mean is None:
             actions = np.concatenate([e.actions for e in episodes if e.actions is not None])
             mean, std = actions.mean(0), actions.std(0)
+        relative = None if relative_chunk is None else np.maximum(_relative_scale(episodes, relative_chunk), 1e-3)
         return cls(np.asarray(mean, np.float32), np.maximum(np.asarray(std, np.float32), 1e-3),
-                   visual.mean(0).astype(np.float32), np.maximum(visual.std(0), 1e-3).astype(np.float32))
+                   visual.mean(0).astype(np.float32), np.maximum(visual.std(0), 1e-3).astype(np.float32), relative)
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {k: getattr(self, k).tolist() for k in ("action_mean", "action_std", "visual_mean", "visual_std")}
+        keys = ("action_mean", "action_std", "visual_mean", "visual_std") + (("relative_std",) if self.relative else ())
+        return {k: getattr(self, k).tolist() for k in keys}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Normalizer:
+        """Checkpoints from before relative action spaces hold no `relative_std`: they are absolute."""
         return cls(**{k: np.asarray(v, np.float32) for k, v in values.items()})
+
+    @property
+    def relative(self) -> bool:
+        return self.relative_std is not None
+
+    def check(self, config: LDAConfig) -> None:
+        """Raise unless these statistics serve the action space of `config`."""
+        if self.relative != config.relative:
+            raise ValueError(f"{config.name} generates {config.action_space} action chunks, but the normaliser "
+                             f"{'has' if self.relative else 'lacks'} relative statistics (relative_std)")
 
     def actions(self, a: np.ndarray) -> np.ndarray:
         return (a - self.action_mean) / self.action_std
@@ -122,8 +152,40 @@ class Normalizer:
     def unactions(self, a: np.ndarray) -> np.ndarray:
         return a * self.action_std + self.action_mean
 
+    def chunk(self, a: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Absolute chunks (..., K, A) -> the network's space; `reference` (..., A): their `action_reference`."""
+        if not self.relative:
+            return self.actions(a)
+        return (a - reference[..., None, :]) / self.relative_std
+
+    def unchunk(self, x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """The network's chunks (..., K, A) -> absolute radians; the inverse of `chunk`."""
+        if not self.relative:
+            return self.unactions(x)
+        return x * self.relative_std + reference[..., None, :]
+
+    @property
+    def chunk_std(self) -> np.ndarray:
+        """Radians per unit of the network's chunk, per dimension."""
+        return self.relative_std if self.relative else self.action_std
+
     def visual(self, f: np.ndarray) -> np.ndarray:
         return (f - self.visual_mean) / self.visual_std
+
+
+def _relative_scale(episodes: list[Episode], chunk: int) -> np.ndarray:
+    """Root mean square, per dimension, of a chunk's steps minus their reference over every anchor of every
+    episode with actions. Not the std about their mean: zero, holding still, is what the network's space
+    centres on, so the scale is taken about it."""
+    squares, count = 0.0, 0
+    for e in episodes:
+        if e.actions is None:
+            continue
+        t = np.arange(e.length)
+        steps = e.actions[np.minimum(t[:, None] + np.arange(chunk), e.length - 1)]
+        squares = squares + ((steps - action_reference(e, t)[:, None]).astype(np.float64) ** 2).sum((0, 1))
+        count += steps.shape[0] * steps.shape[1]
+    return np.sqrt(squares / count).astype(np.float32)
 
 
 def _stats_json(episodes: list[Episode], keys: tuple[str, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -209,6 +271,7 @@ class LDASamples(Dataset):
 
     def __init__(self, episodes: list[Episode], config: LDAConfig, cache: FeatureCache, dino_id: str,
                  vlm_id: str | None, normalizer: Normalizer, view: str = VIEW):
+        normalizer.check(config)
         self.episodes, self.config, self.cache, self.dino_id, self.normalizer = episodes, config, cache, dino_id, normalizer
         self.vlm_id = vlm_cache_id(vlm_id, config.vlm_stride) if vlm_id is not None else None
         self.frames_id = vlm_frames_id(view, config.vlm_stride)
@@ -234,7 +297,7 @@ class LDASamples(Dataset):
             image = self.cache.read(episode.dataset, self.frames_id, episode.index, "frames", row)[0]
             language = {"vlm_image": torch.from_numpy(image), "instruction": episode.instruction}
         if episode.actions is not None:
-            actions = self.normalizer.actions(episode.actions[at["chunk"]])
+            actions = self.normalizer.chunk(episode.actions[at["chunk"]], action_reference(episode, t))
             past = self.normalizer.actions(episode.actions[at["past"]])
             state = state_features(episode.joints[t])
         else:

@@ -3,6 +3,7 @@ synthetic dataset and print one table of each objective's held-out error at init
 and for the trivial prediction.
 
     python -m model.prove_learning [--out runs/prove] [--presets tiny gr00t-n1.6-tiny uwm-tiny] [--steps N]
+                                   [--action-space relative]
 
 The dataset (model/synthetic.py) mixes high-quality, low-quality and action-free episodes, so the data
 roles are exercised too; its arms keep moving and its frames keep changing, so that the trivial predictions
@@ -14,9 +15,9 @@ holds the last action over the chunk (over the policy's samples, the high-qualit
 objective predicts an unchanged frame (over the forecasting's samples, all of them). A model that only
 copies its input scores the trivial error.
 
-Each run lives in OUT/PRESET, the data in OUT/data and the encoders' features in OUT/features; running the
-command again reuses them (a finished run is only evaluated again). Exit status 1 if some family's trained
-policy does not beat holding the last action.
+Each run lives in OUT/PRESET (OUT/PRESET-relative with `--action-space relative`), the data in OUT/data and
+the encoders' features in OUT/features; running the command again reuses them (a finished run is only
+evaluated again). Exit status 1 if some family's trained policy does not beat holding the last action.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from model.config import ACTION_SPACES
 
 # One tiny preset per family (`--presets` takes any others, e.g. the -tiny twins).
 PRESETS = ("tiny", "gr00t-n1.6-tiny", "uwm-tiny")
@@ -72,9 +75,10 @@ def proof_rows(preset: str, steps: int, initial: dict[str, float], trained: dict
 
 def prove(out: Path | str, presets: tuple[str, ...] = PRESETS, steps: int | None = None, batch_size: int = 32,
           episodes: int = 40, length: int = 48, seed: int = 0, eval_samples: int = 192, lr: float | None = None,
-          echo=print) -> list[ProofRow]:
+          action_space: str = "absolute", echo=print) -> list[ProofRow]:
     """Make (or reuse) the dataset in OUT/data, train (or resume) each preset in OUT/PRESET with
-    model.train's loop (its family's SCHEDULE unless `steps` and `lr` are given), and return the table's rows."""
+    model.train's loop (its family's SCHEDULE unless `steps` and `lr` are given), in the given action
+    space (model/config.py), and return the table's rows."""
     from model.config import get_config
     from model.synthetic import make_dataset
     from model.train import TrainConfig, train
@@ -83,15 +87,17 @@ def prove(out: Path | str, presets: tuple[str, ...] = PRESETS, steps: int | None
     data = out / "data"
     if not (data / "meta/info.json").is_file():
         make_dataset(data, episodes=episodes, length=length, low=episodes // 5, video=episodes // 5, seed=seed)
+    overrides = {} if action_space == "absolute" else {"action_space": action_space}
     rows = []
     for preset in presets:
-        run = out / preset
+        run = out / (preset if action_space == "absolute" else f"{preset}-{action_space}")
         tic = time.perf_counter()
-        family_steps, family_lr = SCHEDULE[get_config(preset).family]
+        family_steps, family_lr = SCHEDULE[get_config(preset, **overrides).family]
         n, rate = steps or family_steps, lr or family_lr
-        train(TrainConfig(model=preset, data=[str(data)], out=str(run), cache=str(out / "features"), steps=n,
-                          batch_size=batch_size, lr=rate, min_lr=rate / 20, warmup=min(50, n // 4 + 1), holdout=0.15, eval_every=n,
-                          eval_samples=eval_samples, ckpt_every=n, log_every=max(n // 4, 1), seed=seed),
+        train(TrainConfig(model=preset, model_overrides=overrides, data=[str(data)], out=str(run),
+                          cache=str(out / "features"), steps=n, batch_size=batch_size, lr=rate, min_lr=rate / 20,
+                          warmup=min(50, n // 4 + 1), holdout=0.15, eval_every=n, eval_samples=eval_samples,
+                          ckpt_every=n, log_every=max(n // 4, 1), seed=seed),
               echo=None)
         evals = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         evals = [e for e in evals if e.get("event") == "eval"]
@@ -124,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "low-quality and action-free ones)")
     parser.add_argument("--eval-samples", type=int, default=192, help="held-out samples each error averages over")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--action-space", choices=ACTION_SPACES, default="absolute",
+                        help="what the networks generate: absolute or relative action chunks (model/config.py)")
     args = parser.parse_args(argv)
     tic = time.perf_counter()
     rows = prove(args.out, tuple(args.presets), args.steps, args.batch_size, args.episodes, seed=args.seed,
-                 eval_samples=args.eval_samples, lr=args.lr)
-    print(f"\nheld-out errors on {args.out / 'data'} ({(time.perf_counter() - tic) / 60:.1f} min):")
+                 eval_samples=args.eval_samples, lr=args.lr, action_space=args.action_space)
+    print(f"\nheld-out errors on {args.out / 'data'}, {args.action_space} action chunks "
+          f"({(time.perf_counter() - tic) / 60:.1f} min):")
     print(format_table(rows))
     failed = [r.preset for r in rows if r.objective == "policy" and not r.beats_trivial]
     if failed:

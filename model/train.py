@@ -144,8 +144,10 @@ def load_model(path: Path | str, device: str | torch.device = "cpu"
     payload = load_checkpoint(path)
     model = build_model(config_from_dict(payload["model_config"]))
     model.load_state_dict(payload["model"])
+    normalizer = Normalizer.from_dict(payload["normalizer"])
+    normalizer.check(model.config)
     dino, vlm = build_encoders(payload["encoders"], payload.get("encoder_state"))
-    return (model.to(device).eval(), Normalizer.from_dict(payload["normalizer"]), dino.to(device), vlm.to(device))
+    return model.to(device).eval(), normalizer, dino.to(device), vlm.to(device)
 
 
 # --- schedule and data order ---------------------------------------------------------------------------
@@ -212,17 +214,17 @@ def evaluate(model: FlowTransformer, samples: LDASamples, count: int = 128, batc
              device: str | torch.device = "cpu", vlm: VLMEncoder | None = None) -> dict[str, float]:
     """Held-out errors of what each objective generates (Euler sampling from noise, fixed seed):
     action L1 in radians for policy and inverse dynamics, feature MSE (normalised units) for forward
-    dynamics and visual forecasting; and, as yardsticks, the errors of holding the last action and of
-    predicting an unchanged frame. Each error averages over the samples whose data role trains its
-    objective (ERROR_OBJECTIVE); an error no sample qualifies for is left out. Samples of a live VLM
-    (`vlm_id` None) are encoded by `vlm`, in eval mode."""
+    dynamics and visual forecasting; and, as yardsticks, the errors of holding the last action (in a
+    relative action space its reference, the zero chunk) and of predicting an unchanged frame. Each error
+    averages over the samples whose data role trains its objective (ERROR_OBJECTIVE); an error no sample
+    qualifies for is left out. Samples of a live VLM (`vlm_id` None) are encoded by `vlm`, in eval mode."""
     modes = [(m, m.training) for m in (model, vlm) if m is not None]
     for m, _ in modes:
         m.eval()
     acting = [i for i, (e, _) in enumerate(samples.index) if samples.episodes[e].actions is not None]
     chosen = [acting[int(j)] for j in np.linspace(0, len(acting) - 1, min(count, len(acting)))] if acting else []
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    std = torch.as_tensor(samples.normalizer.action_std)
+    std = torch.as_tensor(samples.normalizer.chunk_std)  # radians per unit of the chunk, in either action space
     sums: dict[str, tuple[float, int]] = {}  # error -> (sum, samples)
     for start in range(0, len(chosen), batch_size):
         batch = with_vlm_tokens(_to(collate([samples[i] for i in chosen[start:start + batch_size]]), device), vlm)
@@ -242,7 +244,9 @@ def evaluate(model: FlowTransformer, samples: LDASamples, count: int = 128, batc
         }
         errors = {key: error() for key, error in generated.items()
                   if OBJECTIVES[ERROR_OBJECTIVE[key]] in model.objectives}
-        errors["baseline/hold_last_action_l1"] = radians(batch["past_actions"][:, -1:].expand_as(batch["actions"]))
+        hold = (torch.zeros_like(batch["actions"]) if samples.normalizer.relative
+                else batch["past_actions"][:, -1:].expand_as(batch["actions"]))
+        errors["baseline/hold_last_action_l1"] = radians(hold)
         if any(OBJECTIVES[k] in model.objectives for k in (FORWARD, FORECAST)):
             errors["baseline/unchanged_frame_mse"] = mse(batch["obs"][:, -1])
         roles = batch["roles"].bool().cpu()
@@ -446,7 +450,8 @@ def train(cfg: TrainConfig, echo=print) -> dict[str, Any]:
     ranks.barrier()
     dino_id = dino.encoder_id
     normalizer = (Normalizer.from_dict(resume["normalizer"]) if resume is not None else
-                  Normalizer.fit(train_episodes, visual_sample(train_episodes, cache, dino_id, seed=cfg.seed)))
+                  Normalizer.fit(train_episodes, visual_sample(train_episodes, cache, dino_id, seed=cfg.seed),
+                                 relative_chunk=model_config.action_chunk if model_config.relative else None))
     vlm_id = None if cfg.unfreeze_vlm else vlm.encoder_id
     make = lambda eps: LDASamples(eps, model_config, cache, dino_id, vlm_id, normalizer)  # noqa: E731
     train_samples, eval_samples = make(train_episodes), make(held_out)

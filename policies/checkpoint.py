@@ -5,7 +5,9 @@ their names).
 A checkpoint records its network (and family), the action and feature statistics, and the encoders it was
 trained with (a VLM finetuned with `--unfreeze-vlm` as finetuned). Each call encodes the current egoview,
 samples an action chunk in the family's few steps (Euler; UWM's DDIM) and returns the first `execute`
-steps of it in absolute radians.
+steps of it in absolute radians: a network of a relative action space (`ModelConfig.action_space`) has
+each environment's last commanded action (at its first call its joints) added back, the very reference
+its training chunks were taken relative to (model/data.py, `action_reference`).
 
 The policy keeps what training conditioned on: the frame features (DINO's; UWM's VAE latents) of its
 previous frame (history 2: with `execute` = the config's frame stride, that frame is exactly one stride
@@ -115,7 +117,8 @@ class CheckpointPolicy:
                                        past_actions=to(self.normalizer.actions(past)),
                                        state=to(self._state_features(joints)), vlm=vlm, vlm_mask=mask,
                                        steps=self.steps, noise=noise)
-        actions = self.normalizer.unactions(chunks.float().cpu().numpy())[:, :self.execute]
+        # past[:, -1]: each environment's last commanded action, or at its first call its joints
+        actions = self.normalizer.unchunk(chunks.float().cpu().numpy(), past[:, -1])[:, :self.execute]
         answers = []
         for env, env_past, env_actions in zip(envs, past, actions):
             env.past = np.concatenate([env_past, env_actions])[-c.history:]

@@ -92,10 +92,31 @@ def _variant(tmp_path: Path, change) -> Path:
     (lambda d: d["train"][0].update(preset="tiny"), r"train\[0\].preset 'tiny' reads 64-pixel images; the encoder is "
                                                     r"pretrained at 96"),
     (lambda d: d["encoder"].update(stepz=3), r"unknown key 'encoder.stepz'"),
+    (lambda d: d["train"][0].update(model_overrides="relative"), r"train\[0\].model_overrides must be a mapping of "
+                                                                 r"model configuration fields"),
+    (lambda d: d["train"][0].update(model_overrides={"action_space": "delta"}),
+     r"train\[0\].model_overrides: action_space must be 'absolute' or 'relative'"),
+    (lambda d: d["train"][0].update(model_overrides={"chunk": 8}), r"train\[0\].model_overrides: .*'chunk'"),
 ])
 def test_a_bad_experiment_file_is_refused_naming_the_key(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         load_experiment(_variant(tmp_path, change))
+
+
+def test_model_overrides_reach_the_training_run_and_unset_ones_leave_recorded_folders_as_they_were(tmp_path,
+                                                                                                   monkeypatch):
+    import model.train
+    from lda_bench.experiment import train_policy
+
+    plain = load_experiment(SMOKE)
+    assert "model_overrides" not in plain.resolved()["train"][0]  # folders recorded before the key still match
+    experiment = load_experiment(_variant(tmp_path, lambda d: d["train"][0].update(
+        model_overrides={"action_space": "relative"})))
+    assert experiment.resolved()["train"][0]["model_overrides"] == {"action_space": "relative"}
+    runs = []
+    monkeypatch.setattr(model.train, "train", lambda cfg: runs.append(cfg) or Path(cfg.out).mkdir(parents=True))
+    train_policy(experiment, experiment.train[0], tmp_path)
+    assert runs[0].model == "tiny-vision" and runs[0].model_overrides == {"action_space": "relative"}
 
 
 def test_the_cpu_proof_experiment_file_is_valid():

@@ -126,7 +126,8 @@ class _HeldOut:
         self.items = [{k: v[i] for k, v in batch.items() if k != "vlm_mask"} for i in range(2)]
         self.index = [(0, 0), (1, 0)]
         self.episodes = [types.SimpleNamespace(actions=np.zeros(1))] * 2
-        self.normalizer = types.SimpleNamespace(action_std=np.ones(config.action_dim, np.float32))
+        self.normalizer = Normalizer(np.zeros(config.action_dim, np.float32), np.ones(config.action_dim, np.float32),
+                                     np.zeros(config.dino_dim, np.float32), np.ones(config.dino_dim, np.float32))
 
     def __getitem__(self, i):
         return self.items[i]
