@@ -67,7 +67,7 @@ def test_unknown_policy_names_the_known_ones_and_the_closest():
 def test_policy_arguments_come_from_the_factory_signature():
     assert policy_arguments("random") == ["seed", "scale", "chunk"]
     assert policy_arguments("hold") == []
-    assert policy_arguments("remote") == ["host", "port", "timeout_s", "api_token", "retries"]
+    assert policy_arguments("remote") == ["host", "port", "timeout_s", "api_token", "retries", "env_id"]
 
 
 def test_bad_argument_names_the_accepted_ones():
