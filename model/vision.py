@@ -121,7 +121,7 @@ def held_out_errors(model: StatePredictor, frames: np.ndarray, targets: np.ndarr
     with torch.no_grad():
         predicted = torch.cat([model(torch.from_numpy(frames[i:i + batch])) for i in range(0, len(frames), batch)])
     model.train()
-    error = (predicted.numpy() - targets).__abs__().mean(0) * std
+    error = np.abs(predicted.numpy() - targets).mean(0) * std
     return {name: float(e) for name, e in zip(names, error)}
 
 
